@@ -1,0 +1,72 @@
+"""Database administration: create databases, migrate with Alembic, clone templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from api.settings import PROJECT_ROOT, Settings
+
+
+def dsn(sqlalchemy_url: str) -> str:
+    """A libpq/asyncpg DSN for a SQLAlchemy URL."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin_connection(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn(settings.url_for("postgres")))
+
+
+async def database_exists(settings: Settings, name: str) -> bool:
+    conn = await _admin_connection(settings)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await conn.close()
+
+
+async def create_database(settings: Settings, name: str, template: str | None = None) -> bool:
+    """Create ``name`` (from ``template`` if given) unless it exists; True when created."""
+    conn = await _admin_connection(settings)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(settings: Settings, name: str) -> None:
+    conn = await _admin_connection(settings)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(Path(PROJECT_ROOT) / "migrations"))
+    config.attributes["url"] = url
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade to ``revision`` (synchronous: Alembic's env runs its own event loop)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head() or ""

@@ -1,0 +1,123 @@
+"""``citygrid``: the admin console command (cluster, migrations, seed, server)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from api import admin_db, cluster
+from api.settings import Settings, get_settings
+
+
+def _db_up(settings: Settings) -> None:
+    if not settings.embedded:
+        print("citygrid: DATABASE_URL is set; no embedded cluster to start")
+        return
+    started = cluster.up(settings)
+    print(f"citygrid: PostgreSQL {cluster.PG_MAJOR} + PostGIS running on 127.0.0.1:{started.port} "
+          f"(data {started.data})")
+
+
+def _ensure_database(settings: Settings) -> None:
+    if settings.embedded and asyncio.run(admin_db.create_database(settings, settings.database_name)):
+        print(f"citygrid: created database {settings.database_name}")
+
+
+def _migrate(settings: Settings, revision: str = "head") -> None:
+    admin_db.migrate(settings.url_for(), revision)
+    print(f"citygrid: schema at {admin_db.head() if revision == 'head' else revision}")
+
+
+async def _seed(settings: Settings, force: bool) -> None:
+    from api.db import Database
+    from api.seed import seed_huaihua
+
+    db = Database(settings.url_for(), pool_size=2)
+    try:
+        async with db.sessions() as session:
+            result = await seed_huaihua(session, settings.demo_password if settings.demo else None, force)
+    finally:
+        await db.dispose()
+    if result.skipped:
+        print(f"citygrid: Huaihua demo already loaded ({result.grids} grids, {result.components} components)")
+    else:
+        print(f"citygrid: loaded the Huaihua demo: {result.grids} grids, {result.components} components, "
+              f"{result.new_accounts} new accounts in {result.seconds:.1f} s")
+
+
+def _banner(settings: Settings) -> None:
+    from api.seed import DEMO_ACCOUNTS
+
+    base = f"http://{settings.host}:{settings.port}"
+    print("\nCityGrid is starting:")
+    print(f"  API          {base}/api/v1/   (OpenAPI docs: {base}/docs)")
+    print(f"  Health       {base}/healthz")
+    if settings.demo:
+        print(f"\nDemo accounts (password: {settings.demo_password!r}, from CITYGRID_DEMO_PASSWORD):")
+        for name, what in DEMO_ACCOUNTS:
+            print(f"  {name:<30} {what}")
+    print("\nCtrl-C stops the server; `citygrid db down` stops the database.\n", flush=True)
+
+
+def _serve(settings: Settings, reload: bool = False) -> None:
+    import uvicorn
+
+    _banner(settings)
+    uvicorn.run("api.main:app", host=settings.host, port=settings.port, reload=reload, log_level="info")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="citygrid", description="CityGrid administration")
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="the embedded PostgreSQL + PostGIS cluster")
+    db.add_argument("action", choices=["up", "down", "status"])
+    mig = sub.add_parser("migrate", help="upgrade (or downgrade) the schema")
+    mig.add_argument("revision", nargs="?", default="head")
+    mig.add_argument("--down", action="store_true", help="downgrade to REVISION instead")
+    seed = sub.add_parser("seed", help="load reference data")
+    seed.add_argument("dataset", choices=["huaihua"])
+    seed.add_argument("--force", action="store_true", help="reload even if already loaded")
+    serve = sub.add_parser("serve", help="serve the API")
+    serve.add_argument("--reload", action="store_true")
+    sub.add_parser("up", help="everything `make run` does: database, schema, demo data, server")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+
+    try:
+        if args.command == "db":
+            if args.action == "up":
+                _db_up(settings)
+            elif args.action == "down":
+                print("citygrid: stopped" if cluster.down(settings) else "citygrid: was not running")
+            else:
+                print(cluster.status(settings) if settings.embedded else "DATABASE_URL is set")
+        elif args.command == "migrate":
+            if args.down:
+                admin_db.downgrade(settings.url_for(), args.revision)
+            else:
+                _ensure_database(settings)
+                _migrate(settings, args.revision)
+        elif args.command == "seed":
+            asyncio.run(_seed(settings, args.force))
+        elif args.command == "serve":
+            _serve(settings, args.reload)
+        elif args.command == "up":
+            started = time.perf_counter()
+            _db_up(settings)
+            _ensure_database(settings)
+            _migrate(settings)
+            asyncio.run(_seed(settings, force=False))
+            print(f"citygrid: ready in {time.perf_counter() - started:.1f} s")
+            _serve(settings)
+    except cluster.ClusterError as exc:
+        print(f"citygrid: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Service health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from api.errors import problem
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/healthz", summary="Liveness and database health")
+async def healthz(request: Request) -> JSONResponse:
+    try:
+        async with request.app.state.db.sessions() as session:
+            postgis = await session.scalar(text("SELECT postgis_lib_version()"))
+            migration = await session.scalar(text("SELECT version_num FROM alembic_version"))
+    except (OSError, OperationalError, DBAPIError) as exc:
+        return problem(
+            503, "database_unavailable", "Database unavailable", str(exc).splitlines()[0]
+        )
+    return JSONResponse({"status": "ok", "postgis": postgis, "migration": migration})

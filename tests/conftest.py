@@ -1,0 +1,157 @@
+"""Test fixtures: a real PostGIS (the embedded cluster or DATABASE_URL), seeded once.
+
+The Huaihua demo is migrated and seeded into a template database, rebuilt only when the
+migrations or the seed change; every test session works on a clone of it, and tests that
+need a pristine database clone their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api import admin_db, cluster
+from api.app import create_app
+from api.db import Database
+from api.seed import fingerprint as seed_fingerprint
+from api.seed import seed_huaihua
+from api.settings import PROJECT_ROOT, Settings, get_settings
+
+TEMPLATE = "citygrid_template"
+PASSWORD = "citygrid-demo"
+
+
+def _template_fingerprint() -> str:
+    digest = hashlib.sha256(seed_fingerprint().encode())
+    for path in sorted((PROJECT_ROOT / "migrations").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+async def _comment(settings: Settings, name: str) -> str | None:
+    conn = await asyncpg.connect(admin_db.dsn(settings.url_for("postgres")))
+    try:
+        return await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", name
+        )
+    finally:
+        await conn.close()
+
+
+async def _build_template(settings: Settings) -> None:
+    fp = _template_fingerprint()
+    if await _comment(settings, TEMPLATE) == fp:
+        return
+    await admin_db.drop_database(settings, TEMPLATE)
+    await admin_db.create_database(settings, TEMPLATE)
+    url = settings.url_for(TEMPLATE)
+    await asyncio.to_thread(admin_db.migrate, url)
+    db = Database(url, pool_size=1)
+    try:
+        async with db.sessions() as session:
+            await seed_huaihua(session, PASSWORD)
+    finally:
+        await db.dispose()
+    conn = await asyncpg.connect(admin_db.dsn(settings.url_for("postgres")))
+    try:
+        await conn.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{fp}'")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    os.environ.setdefault("CITYGRID_PHOTO_DIR", str(tmp_path_factory.mktemp("photos")))
+    get_settings.cache_clear()
+    current = get_settings()
+    if current.embedded:
+        cluster.up(current)
+    return current
+
+
+@pytest.fixture(scope="session")
+async def template(settings: Settings) -> str:
+    await _build_template(settings)
+    return TEMPLATE
+
+
+CloneDb = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+async def clone_db(settings: Settings, template: str) -> AsyncIterator[CloneDb]:
+    """A factory of throwaway databases cloned from the seeded template; dropped at the end."""
+    created: list[str] = []
+
+    async def make() -> str:
+        name = f"citygrid_test_{uuid.uuid4().hex[:10]}"
+        await admin_db.create_database(settings, name, template=template)
+        created.append(name)
+        return settings.url_for(name)
+
+    yield make
+    for name in created:
+        await admin_db.drop_database(settings, name)
+
+
+@pytest.fixture(scope="session")
+async def db_url(clone_db: CloneDb) -> str:
+    """The session's database (a clone of the seeded template)."""
+    return await clone_db()
+
+
+@pytest.fixture(scope="session")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    yield database
+    await database.dispose()
+
+
+def make_app(settings: Settings, database: Database) -> FastAPI:
+    app = create_app(settings)
+    app.state.db = database  # the ASGI transport runs no lifespan
+    return app
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, db: Database) -> FastAPI:
+    return make_app(settings, db)
+
+
+@pytest.fixture(scope="session")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.9", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://citygrid.test") as c:
+        yield c
+
+
+Login = Callable[[str], Awaitable[dict[str, str]]]
+
+
+@pytest.fixture(scope="session")
+async def login(client: httpx.AsyncClient) -> Login:
+    """``await login("operator01")`` → the Authorization header of that demo account."""
+    tokens: dict[str, str] = {}
+
+    async def headers(username: str) -> dict[str, str]:
+        if username not in tokens:
+            r = await client.post("/api/v1/auth/token", data={"username": username, "password": PASSWORD})
+            assert r.status_code == 200, r.text
+            tokens[username] = r.json()["access_token"]
+        return {"Authorization": f"Bearer {tokens[username]}"}
+
+    return headers
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return PROJECT_ROOT / "tests" / "data"
