@@ -70,3 +70,56 @@ def head() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("")).get_current_head() or ""
+
+
+async def database_comment(settings: Settings, name: str) -> str | None:
+    conn = await _admin_connection(settings)
+    try:
+        return await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", name
+        )
+    finally:
+        await conn.close()
+
+
+def seeded_fingerprint() -> str:
+    """Changes whenever the migrations or anything the demo seed is made from changes."""
+    import hashlib
+
+    from api.seed import fingerprint
+
+    digest = hashlib.sha256(fingerprint().encode())
+    for path in sorted((PROJECT_ROOT / "migrations").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+async def ensure_seeded(settings: Settings, name: str, password: str | None) -> bool:
+    """A database migrated and loaded with the Huaihua demo, rebuilt when out of date.
+
+    Used as the test suite's template and by the benchmarks; True when (re)built.
+    """
+    import asyncio
+
+    from api.db import Database
+    from api.seed import seed_huaihua
+
+    fp = seeded_fingerprint()
+    if await database_comment(settings, name) == fp:
+        return False
+    await drop_database(settings, name)
+    await create_database(settings, name)
+    url = settings.url_for(name)
+    await asyncio.to_thread(migrate, url)
+    db = Database(url, pool_size=1)
+    try:
+        async with db.sessions() as session:
+            await seed_huaihua(session, password)
+    finally:
+        await db.dispose()
+    conn = await _admin_connection(settings)
+    try:
+        await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{fp}'")
+    finally:
+        await conn.close()
+    return True

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.db import Database
-from api.routers import accounts, meta, reference
+from api.routers import accounts, components, geo, grids, meta, reference
 from api.settings import Settings, get_settings
 
 
@@ -32,6 +32,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (meta, accounts, reference):
+    for module in (meta, accounts, reference, geo, components, grids):
         app.include_router(module.router)
     return app

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from api import admin_db, cluster
 from api.settings import Settings, get_settings
@@ -16,8 +17,10 @@ def _db_up(settings: Settings) -> None:
         print("citygrid: DATABASE_URL is set; no embedded cluster to start")
         return
     started = cluster.up(settings)
-    print(f"citygrid: PostgreSQL {cluster.PG_MAJOR} + PostGIS running on 127.0.0.1:{started.port} "
-          f"(data {started.data})")
+    print(
+        f"citygrid: PostgreSQL {cluster.PG_MAJOR} + PostGIS running on 127.0.0.1:{started.port} "
+        f"(data {started.data})"
+    )
 
 
 def _ensure_database(settings: Settings) -> None:
@@ -43,8 +46,39 @@ async def _seed(settings: Settings, force: bool) -> None:
     if result.skipped:
         print(f"citygrid: Huaihua demo already loaded ({result.grids} grids, {result.components} components)")
     else:
-        print(f"citygrid: loaded the Huaihua demo: {result.grids} grids, {result.components} components, "
-              f"{result.new_accounts} new accounts in {result.seconds:.1f} s")
+        print(
+            f"citygrid: loaded the Huaihua demo: {result.grids} grids, {result.components} components, "
+            f"{result.new_accounts} new accounts in {result.seconds:.1f} s"
+        )
+
+
+async def _validation_report(settings: Settings, tolerance: float) -> dict:
+    from api.db import Database
+    from grids.validation import Tolerances, validate
+
+    db = Database(settings.url_for(), pool_size=1)
+    try:
+        async with db.sessions() as session:
+            return await validate(session, Tolerances(tolerance, tolerance, tolerance))
+    finally:
+        await db.dispose()
+
+
+def _validate(settings: Settings, geojson: str | None, tolerance: float) -> int:
+    import json
+
+    from grids.validation import as_geojson
+
+    report = asyncio.run(_validation_report(settings, tolerance))
+    print(f"{report['grids']} grids: " + ("valid" if report["valid"] else "problems found"))
+    for kind, n in report["summary"].items():
+        print(f"  {kind:<20} {n}")
+    for problem in report["problems"][:50]:
+        print(f"  - {problem['kind']}: {', '.join(problem['grids']) or problem['area']}: {problem['detail']}")
+    if geojson:
+        Path(geojson).write_text(json.dumps(as_geojson(report), ensure_ascii=False), encoding="utf-8")
+        print(f"problem geometries written to {geojson}")
+    return 0 if report["valid"] else 2
 
 
 def _banner(settings: Settings) -> None:
@@ -82,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the API")
     serve.add_argument("--reload", action="store_true")
     sub.add_parser("up", help="everything `make run` does: database, schema, demo data, server")
+    grids = sub.add_parser("grids", help="the unit-grid system")
+    grids_sub = grids.add_subparsers(dest="grids_command", required=True)
+    val = grids_sub.add_parser("validate", help="the grid validation report")
+    val.add_argument("--geojson", metavar="FILE", help="also write the problem geometries as GeoJSON")
+    val.add_argument("--tolerance", type=float, default=1.0, help="m² below which gaps/overlaps are ignored")
     args = parser.parse_args(argv)
     settings = get_settings()
 
@@ -103,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_seed(settings, args.force))
         elif args.command == "serve":
             _serve(settings, args.reload)
+        elif args.command == "grids":
+            return _validate(settings, args.geojson, args.tolerance)
         elif args.command == "up":
             started = time.perf_counter()
             _db_up(settings)

@@ -46,9 +46,7 @@ def _postgres_can_use(folder: Path) -> bool:
         return True
     return (
         _run(
-            _as_owner(
-                ["test", "-r", str(folder), "-a", "-w", str(folder), "-a", "-x", str(folder)]
-            ),
+            _as_owner(["test", "-r", str(folder), "-a", "-w", str(folder), "-a", "-x", str(folder)]),
             check=False,
         ).returncode
         == 0
@@ -103,9 +101,7 @@ def ensure_software() -> None:
     if postgis_installed() and (PG_BIN / "postgres").exists():
         return
     packages = (
-        [POSTGIS_PACKAGE]
-        if (PG_BIN / "postgres").exists()
-        else [f"postgresql-{PG_MAJOR}", POSTGIS_PACKAGE]
+        [POSTGIS_PACKAGE] if (PG_BIN / "postgres").exists() else [f"postgresql-{PG_MAJOR}", POSTGIS_PACKAGE]
     )
     if not _is_root() or shutil.which("apt-get") is None:
         raise ClusterError(

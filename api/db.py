@@ -18,9 +18,7 @@ def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=20,
         pool_pre_ping=True,
-        connect_args={
-            "server_settings": {"application_name": "citygrid", "timezone": "Asia/Shanghai"}
-        },
+        connect_args={"server_settings": {"application_name": "citygrid", "timezone": "Asia/Shanghai"}},
     )
 
 

@@ -83,9 +83,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(tuple(err["loc"])), "message": err["msg"]} for err in exc.errors()
-        ]
+        errors = [{"field": _field(tuple(err["loc"])), "message": err["msg"]} for err in exc.errors()]
         return problem(
             422,
             "invalid_input",

@@ -79,7 +79,9 @@ async def seed_huaihua(session: AsyncSession, password: str | None, force: bool 
         {"n": NAME, "f": fp},
     )
     await session.commit()
-    return SeedResult(False, time.perf_counter() - started, len(city.grids), len(city.components), new_accounts)
+    return SeedResult(
+        False, time.perf_counter() - started, len(city.grids), len(city.components), new_accounts
+    )
 
 
 DEMO_ACCOUNTS = [

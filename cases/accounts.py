@@ -59,15 +59,11 @@ def _principal(row) -> Principal:
     return Principal(row.id, row.username, row.display_name, frozenset(row.roles), row.unit_id)
 
 
-async def authenticate(
-    session: AsyncSession, username: str, password: str, address: str
-) -> Principal:
+async def authenticate(session: AsyncSession, username: str, password: str, address: str) -> Principal:
     """Check a password; throttled per (username, address) after repeated failures."""
     since = datetime.now(UTC) - FAILURE_WINDOW
     failures = await session.scalar(
-        text(
-            "SELECT count(*) FROM login_failures WHERE username = :u AND address = :a AND at > :s"
-        ),
+        text("SELECT count(*) FROM login_failures WHERE username = :u AND address = :a AND at > :s"),
         {"u": username, "a": address, "s": since},
     )
     if failures >= MAX_FAILURES:
@@ -122,8 +118,6 @@ async def principal_for_token(session: AsyncSession, token: str) -> Principal | 
 
 async def revoke_token(session: AsyncSession, token: str) -> None:
     await session.execute(
-        text(
-            "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = :h AND revoked_at IS NULL"
-        ),
+        text("UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = :h AND revoked_at IS NULL"),
         {"h": _token_hash(token)},
     )

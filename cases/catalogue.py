@@ -8,9 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def list_matter_classes(
-    session: AsyncSession, kind: str | None = None
-) -> list[dict[str, Any]]:
+async def list_matter_classes(session: AsyncSession, kind: str | None = None) -> list[dict[str, Any]]:
     rows = await session.execute(
         text(
             "SELECT m.code, m.kind, m.major_code, m.major_name, m.name, m.component_class, "

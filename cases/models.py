@@ -120,9 +120,7 @@ class Report(Base):
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     flags: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     geom = mapped_column(geometry("POINT"), nullable=False)
 

@@ -74,10 +74,7 @@ async def load_catalogue(session: AsyncSession) -> None:
             "VALUES (:code, :major_code, :major_name, :name) ON CONFLICT (code) DO UPDATE SET "
             "major_code = EXCLUDED.major_code, major_name = EXCLUDED.major_name, name = EXCLUDED.name"
         ),
-        [
-            {k: r[k] for k in ("code", "major_code", "major_name", "name")}
-            for r in _rows("components.csv")
-        ],
+        [{k: r[k] for k in ("code", "major_code", "major_name", "name")} for r in _rows("components.csv")],
     )
     await session.execute(
         text(
@@ -90,10 +87,7 @@ async def load_catalogue(session: AsyncSession) -> None:
         ),
         [
             {
-                **{
-                    k: r[k]
-                    for k in ("code", "kind", "major_code", "major_name", "minor_code", "name")
-                },
+                **{k: r[k] for k in ("code", "kind", "major_code", "major_name", "minor_code", "name")},
                 "component_class": r["component_code_class"] or None,
                 "deadline_class": default_deadline_class(r["code"], r["kind"]),
             }
@@ -152,9 +146,7 @@ def demo_units(streets: Iterable[tuple[str, str, str]]) -> list[UnitSeed]:
     """The demo's units; ``streets`` are (code, name, area code) of the seeded streets."""
     units = list(CITY_UNITS)
     for area, bureau in _AREA_BUREAUS.items():
-        units.append(
-            UnitSeed(f"cgj-{area.lower()}", bureau, "urban_management", "cgj", area, None, True)
-        )
+        units.append(UnitSeed(f"cgj-{area.lower()}", bureau, "urban_management", "cgj", area, None, True))
         units.append(
             UnitSeed(
                 f"hw-{area.lower()}",
@@ -166,9 +158,7 @@ def demo_units(streets: Iterable[tuple[str, str, str]]) -> list[UnitSeed]:
         )
     for code, name, area in streets:
         office = f"{name}办事处" if name.endswith("街道") else f"{name}人民政府"
-        units.append(
-            UnitSeed(f"jd-{code}", office, "street_office", f"cgj-{area.lower()}", area, code)
-        )
+        units.append(UnitSeed(f"jd-{code}", office, "street_office", f"cgj-{area.lower()}", area, code))
     return units + PROPERTY_COMPANIES
 
 
@@ -252,12 +242,10 @@ SUPERVISORS = 3
 def demo_people(units: Sequence[UnitSeed], seed: int = 4312) -> list[PersonSeed]:
     rng = random.Random(seed)
     people = [
-        PersonSeed(f"collector{i:02d}", _person_name(rng), ("collector",))
-        for i in range(1, COLLECTORS + 1)
+        PersonSeed(f"collector{i:02d}", _person_name(rng), ("collector",)) for i in range(1, COLLECTORS + 1)
     ]
     people += [
-        PersonSeed(f"operator{i:02d}", _person_name(rng), ("operator",))
-        for i in range(1, OPERATORS + 1)
+        PersonSeed(f"operator{i:02d}", _person_name(rng), ("operator",)) for i in range(1, OPERATORS + 1)
     ]
     people += [
         PersonSeed(f"supervisor{i:02d}", _person_name(rng), ("supervisor",))
@@ -269,9 +257,7 @@ def demo_people(units: Sequence[UnitSeed], seed: int = 4312) -> list[PersonSeed]
     return people
 
 
-async def load_people(
-    session: AsyncSession, people: Sequence[PersonSeed], password: str | None
-) -> int:
+async def load_people(session: AsyncSession, people: Sequence[PersonSeed], password: str | None) -> int:
     """Insert the people that do not exist yet (existing accounts keep their passwords)."""
     existing = set(await session.scalars(text("SELECT username FROM users")))
     new = [p for p in people if p.username not in existing]

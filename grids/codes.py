@@ -7,23 +7,27 @@ read and widened to the current form.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
-_DIGITS = re.compile(r"^[0-9]+$")
+from geo.codes import (  # noqa: F401  (component codes are re-exported for callers here)
+    InvalidCode,
+    build_component,
+    check_county,
+    check_digits,
+    validate_component,
+    widen_legacy_component,
+)
 
 COUNTY_LEN = 6
 STREET_LEN = 9
 COMMUNITY_LEN = 12
 GRID_LEN = 15
 LEGACY_GRID_LEN = 14
-COMPONENT_LEN = 17
-LEGACY_COMPONENT_LEN = 16
 
 
-class CodeLevel(str, Enum):
+class CodeLevel(StrEnum):
     county = "county"
     street = "street"
     community = "community"
@@ -36,15 +40,6 @@ _LEVEL_BY_LEN = {
     COMMUNITY_LEN: CodeLevel.community,
     GRID_LEN: CodeLevel.grid,
 }
-
-
-class InvalidCode(ValueError):
-    """A code that does not follow GB/T 30428.1."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code!r}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -65,24 +60,9 @@ class GridCode:
         return self.code
 
 
-def _check_county(code: str) -> None:
-    # GB/T 2260: 2-digit province (11..82), 2-digit prefecture, 2-digit county; none is 00
-    # except the prefecture's own code, which has no grids.
-    province, county = int(code[:2]), code[4:6]
-    if not 11 <= province <= 82:
-        raise InvalidCode(code, f"province part {code[:2]} is not a GB/T 2260 province")
-    if county == "00":
-        raise InvalidCode(code, "county part 00 names a prefecture, not a county")
-
-
-def _check_digits(code: str) -> None:
-    if not isinstance(code, str) or not _DIGITS.match(code):
-        raise InvalidCode(str(code), "must consist of digits only")
-
-
 def level_of(code: str) -> CodeLevel:
     """The level (county, street, community, grid) of a well-formed code."""
-    _check_digits(code)
+    check_digits(code)
     level = _LEVEL_BY_LEN.get(len(code))
     if level is None:
         raise InvalidCode(code, f"{len(code)} digits is no region or grid code length")
@@ -92,10 +72,10 @@ def level_of(code: str) -> CodeLevel:
 
 def validate_region(code: str) -> str:
     """Check a county, street, community or grid code; return it unchanged."""
-    _check_digits(code)
+    check_digits(code)
     if len(code) not in _LEVEL_BY_LEN:
         raise InvalidCode(code, f"{len(code)} digits is no region or grid code length")
-    _check_county(code)
+    check_county(code)
     for start, end, what in ((6, 9, "street"), (9, 12, "community"), (12, 15, "grid sequence")):
         if len(code) >= end and code[start:end] == "000":
             raise InvalidCode(code, f"{what} part must be 001-999")
@@ -104,7 +84,7 @@ def validate_region(code: str) -> str:
 
 def parse_grid(code: str) -> GridCode:
     """Parse a 15-digit grid code, or a legacy 14-digit one (2-digit sequence)."""
-    _check_digits(code)
+    check_digits(code)
     if len(code) == LEGACY_GRID_LEN:
         community, seq = code[:12], int(code[12:])
         legacy = True
@@ -163,30 +143,3 @@ def reading_order(points: Sequence[tuple[float, float]], row_height: float = 100
         range(len(points)),
         key=lambda i: (int((top - points[i][1]) // row_height), points[i][0], -points[i][1]),
     )
-
-
-def validate_component(code: str) -> str:
-    """Check a 17-digit component instance code: county + 5-digit class + 6-digit serial."""
-    _check_digits(code)
-    if len(code) != COMPONENT_LEN:
-        raise InvalidCode(code, f"a component code has 17 digits, not {len(code)}")
-    _check_county(code[:6])
-    if code[6:8] == "00" or code[8:11] == "000":
-        raise InvalidCode(code, "class part must be a 2-digit major and 3-digit minor class")
-    if code[11:] == "000000":
-        raise InvalidCode(code, "serial must be 000001-999999")
-    return code
-
-
-def build_component(county: str, class_code: str, serial: int) -> str:
-    """The 17-digit code of a component instance."""
-    code = f"{county}{class_code}{serial:06d}"
-    return validate_component(code)
-
-
-def widen_legacy_component(code: str) -> str:
-    """A 16-digit GB/T 30428.2-2013 code (2+2-digit class) as the 17-digit form."""
-    _check_digits(code)
-    if len(code) != LEGACY_COMPONENT_LEN:
-        raise InvalidCode(code, "a legacy component code has 16 digits")
-    return validate_component(f"{code[:6]}{code[6:8]}0{code[8:10]}{code[10:]}")

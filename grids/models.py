@@ -20,9 +20,7 @@ class Beat(Base):
         primary_key=True,
     )
     collector_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    assigned_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class TrackPoint(Base):
@@ -33,7 +31,5 @@ class TrackPoint(Base):
     t: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     accuracy_m: Mapped[float | None] = mapped_column(Float)
     grid_code: Mapped[str | None] = mapped_column(CHAR(15))
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     geom = mapped_column(geometry("POINT"), nullable=False)

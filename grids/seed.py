@@ -43,7 +43,13 @@ async def load_geography(
             f"county_code = EXCLUDED.county_code, geom = EXCLUDED.geom"
         ),
         [
-            {"code": a.code, "name": a.name, "full": a.full_name, "county": a.county_code, "wkb": _multi(a.geom)}
+            {
+                "code": a.code,
+                "name": a.name,
+                "full": a.full_name,
+                "county": a.county_code,
+                "wkb": _multi(a.geom),
+            }
             for a in city.areas
         ],
     )
@@ -56,8 +62,14 @@ async def load_geography(
                 f"area_code = EXCLUDED.area_code, geom = EXCLUDED.geom"
             ),
             [
-                {"code": r.code, "level": level, "name": r.name, "parent": r.parent_code, "area": r.area_code,
-                 "wkb": _multi(r.geom)}
+                {
+                    "code": r.code,
+                    "level": level,
+                    "name": r.name,
+                    "parent": r.parent_code,
+                    "area": r.area_code,
+                    "wkb": _multi(r.geom),
+                }
                 for r in regions
             ],
         )
@@ -70,8 +82,13 @@ async def load_geography(
             f"WHERE unit_grids.geom IS DISTINCT FROM EXCLUDED.geom"
         ),
         [
-            {"code": g.code, "community": g.community_code, "area": g.area_code, "m2": g.area_m2,
-             "wkb": _wkb(g.geom)}
+            {
+                "code": g.code,
+                "community": g.community_code,
+                "area": g.area_code,
+                "m2": g.area_m2,
+                "wkb": _wkb(g.geom),
+            }
             for g in city.grids
         ],
     )
@@ -90,8 +107,12 @@ async def load_components(
             f"owner_unit_id = EXCLUDED.owner_unit_id, geom = EXCLUDED.geom"
         ),
         [
-            {"code": c.code, "cls": c.class_code, "wkb": _wkb(c.geom),
-             "owner": owner_of(c.class_code, area_of_grid[c.grid_code], int(c.code[-6:]))}
+            {
+                "code": c.code,
+                "cls": c.class_code,
+                "wkb": _wkb(c.geom),
+                "owner": owner_of(c.class_code, area_of_grid[c.grid_code], int(c.code[-6:])),
+            }
             for c in city.components
         ],
     )

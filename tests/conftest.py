@@ -7,14 +7,11 @@ need a pristine database clone their own.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -22,50 +19,10 @@ from fastapi import FastAPI
 from api import admin_db, cluster
 from api.app import create_app
 from api.db import Database
-from api.seed import fingerprint as seed_fingerprint
-from api.seed import seed_huaihua
 from api.settings import PROJECT_ROOT, Settings, get_settings
 
 TEMPLATE = "citygrid_template"
 PASSWORD = "citygrid-demo"
-
-
-def _template_fingerprint() -> str:
-    digest = hashlib.sha256(seed_fingerprint().encode())
-    for path in sorted((PROJECT_ROOT / "migrations").rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:32]
-
-
-async def _comment(settings: Settings, name: str) -> str | None:
-    conn = await asyncpg.connect(admin_db.dsn(settings.url_for("postgres")))
-    try:
-        return await conn.fetchval(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", name
-        )
-    finally:
-        await conn.close()
-
-
-async def _build_template(settings: Settings) -> None:
-    fp = _template_fingerprint()
-    if await _comment(settings, TEMPLATE) == fp:
-        return
-    await admin_db.drop_database(settings, TEMPLATE)
-    await admin_db.create_database(settings, TEMPLATE)
-    url = settings.url_for(TEMPLATE)
-    await asyncio.to_thread(admin_db.migrate, url)
-    db = Database(url, pool_size=1)
-    try:
-        async with db.sessions() as session:
-            await seed_huaihua(session, PASSWORD)
-    finally:
-        await db.dispose()
-    conn = await asyncpg.connect(admin_db.dsn(settings.url_for("postgres")))
-    try:
-        await conn.execute(f"COMMENT ON DATABASE {TEMPLATE} IS '{fp}'")
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +37,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 async def template(settings: Settings) -> str:
-    await _build_template(settings)
+    await admin_db.ensure_seeded(settings, TEMPLATE, PASSWORD)
     return TEMPLATE
 
 

@@ -18,7 +18,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     assert body["migration"] == "0001" or body["migration"] > "0001"
 
 
-async def test_healthz_503_when_database_is_down(app: FastAPI, settings) -> None:  # noqa: ANN001
+async def test_healthz_503_when_database_is_down(app: FastAPI, settings) -> None:
     dead = make_app(settings, Database("postgresql+asyncpg://citygrid@127.0.0.1:9/none"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dead), base_url="http://t") as c:
         r = await c.get("/healthz")

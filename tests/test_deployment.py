@@ -19,7 +19,10 @@ def test_compose_services_ports_volumes() -> None:
     assert app["build"] == "."
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
     assert "8000:8000" in app["ports"]
-    assert app["environment"]["DATABASE_URL"].startswith("postgresql://") and "@db:5432/" in app["environment"]["DATABASE_URL"]
+    assert (
+        app["environment"]["DATABASE_URL"].startswith("postgresql://")
+        and "@db:5432/" in app["environment"]["DATABASE_URL"]
+    )
     assert "healthcheck" in app
     named = set(compose["volumes"])
     assert named == {"pgdata", "photos"}

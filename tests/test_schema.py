@@ -8,12 +8,11 @@ import asyncpg
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
+import cases.models  # noqa: F401  (registers the tables on Base.metadata)
+import grids.models  # noqa: F401
 from api import admin_db
 from api.settings import Settings
 from geo.models import Base
-
-import cases.models  # noqa: F401  (registers the tables on Base.metadata)
-import grids.models  # noqa: F401
 
 
 def test_one_linear_chain() -> None:
@@ -52,12 +51,13 @@ async def test_migrations_up_down_up(settings: Settings) -> None:
         await admin_db.drop_database(settings, name)
 
 
-async def test_mapped_columns_exist(db) -> None:  # noqa: ANN001
+async def test_mapped_columns_exist(db) -> None:
     async with db.engine.connect() as conn:
-        def check(sync_conn) -> list[str]:  # noqa: ANN001
+
+        def check(sync_conn) -> list[str]:
             inspector = inspect(sync_conn)
             missing = []
-            for table in Base.metadata.sorted_tables:
+            for table in Base.metadata.tables.values():
                 actual = {c["name"] for c in inspector.get_columns(table.name)}
                 mapped = {c.name for c in table.columns}
                 missing += [f"{table.name}.{c}" for c in mapped ^ actual]
@@ -66,20 +66,26 @@ async def test_mapped_columns_exist(db) -> None:  # noqa: ANN001
         assert await conn.run_sync(check) == []
 
 
-async def test_case_events_are_append_only(db) -> None:  # noqa: ANN001
+async def test_case_events_are_append_only(db) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     async with db.sessions() as session:
-        report = await session.scalar(text(
-            "INSERT INTO reports (source, kind, category, geom) "
-            "VALUES ('hotline', 'event', '06010', ST_SetSRID(ST_MakePoint(110.0, 27.55), 4490)) RETURNING id"
-        ))
-        event = await session.scalar(text(
-            "INSERT INTO case_events (report_id, action) VALUES (:r, 'received') RETURNING id"
-        ), {"r": report})
+        report = await session.scalar(
+            text(
+                "INSERT INTO reports (source, kind, category, geom) "
+                "VALUES ('hotline', 'event', '06010', ST_SetSRID(ST_MakePoint(110.0, 27.55), 4490)) RETURNING id"
+            )
+        )
+        event = await session.scalar(
+            text("INSERT INTO case_events (report_id, action) VALUES (:r, 'received') RETURNING id"),
+            {"r": report},
+        )
         await session.commit()
-        for statement in ("UPDATE case_events SET action = 'x' WHERE id = :e", "DELETE FROM case_events WHERE id = :e"):
+        for statement in (
+            "UPDATE case_events SET action = 'x' WHERE id = :e",
+            "DELETE FROM case_events WHERE id = :e",
+        ):
             try:
                 await session.execute(text(statement), {"e": event})
                 raise AssertionError(f"{statement} was allowed")

@@ -19,7 +19,5 @@ async def healthz(request: Request) -> JSONResponse:
             postgis = await session.scalar(text("SELECT postgis_lib_version()"))
             migration = await session.scalar(text("SELECT version_num FROM alembic_version"))
     except (OSError, OperationalError, DBAPIError) as exc:
-        return problem(
-            503, "database_unavailable", "Database unavailable", str(exc).splitlines()[0]
-        )
+        return problem(503, "database_unavailable", "Database unavailable", str(exc).splitlines()[0])
     return JSONResponse({"status": "ok", "postgis": postgis, "migration": migration})

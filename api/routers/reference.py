@@ -17,9 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["reference"])
 async def categories(
     _: CurrentUser,
     session: DbSession,
-    kind: Annotated[
-        Literal["component", "event"] | None, Query(description="Only this kind")
-    ] = None,
+    kind: Annotated[Literal["component", "event"] | None, Query(description="Only this kind")] = None,
 ) -> list[dict[str, Any]]:
     return await list_matter_classes(session, kind)
 
