@@ -177,21 +177,23 @@ async def locate_many(
     if len(xs) == 0:
         return []
     conn = await raw_connection(session)
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS locate_src (id integer, geom geometry(Point, 4490)) ON COMMIT DROP;"
-        "CREATE TEMP TABLE IF NOT EXISTS locate_dest (id integer, grid_code text, dist float8) ON COMMIT DROP;"
-        "TRUNCATE locate_src, locate_dest"
-    )
-    await conn.execute(
-        "INSERT INTO locate_src (id, geom) SELECT i - 1, ST_SetSRID(ST_MakePoint(x, y), 4490) "
-        "FROM unnest($1::float8[], $2::float8[]) WITH ORDINALITY AS t(x, y, i)",
-        xs.tolist(),
-        ys.tolist(),
-    )
-    if len(xs) > 1000:  # a GiST index and statistics pay off only for larger batches
-        await conn.execute("CREATE INDEX ON locate_src USING gist (geom); ANALYZE locate_src")
-    await locate_table(conn, "locate_src", "locate_dest")
-    found = {r["id"]: (r["grid_code"], r["dist"]) for r in await conn.fetch("SELECT * FROM locate_dest")}
+    # A transaction (a savepoint inside the caller's) keeps the temp tables for the batch.
+    async with conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS locate_src (id integer, geom geometry(Point, 4490)) ON COMMIT DROP;"
+            "CREATE TEMP TABLE IF NOT EXISTS locate_dest (id integer, grid_code text, dist float8) ON COMMIT DROP;"
+            "TRUNCATE locate_src, locate_dest"
+        )
+        await conn.execute(
+            "INSERT INTO locate_src (id, geom) SELECT i - 1, ST_SetSRID(ST_MakePoint(x, y), 4490) "
+            "FROM unnest($1::float8[], $2::float8[]) WITH ORDINALITY AS t(x, y, i)",
+            xs.tolist(),
+            ys.tolist(),
+        )
+        if len(xs) > 1000:  # a GiST index and statistics pay off only for larger batches
+            await conn.execute("CREATE INDEX ON locate_src USING gist (geom); ANALYZE locate_src")
+        await locate_table(conn, "locate_src", "locate_dest")
+        found = {r["id"]: (r["grid_code"], r["dist"]) for r in await conn.fetch("SELECT * FROM locate_dest")}
     names = {r["code"].strip(): r for r in await conn.fetch(_NAMES, list({c for c, _ in found.values()}))}
     return [
         _location(float(xs[i]), float(ys[i]), names[found[i][0]], found[i][1]) if i in found else None
