@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.admin_db import dsn
 from api.db import Database
 from api.routers import accounts, components, geo, grids, meta, reference
 from api.settings import Settings, get_settings
+from geo.grid_index import GridIndexKeeper
 
 
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
@@ -18,10 +20,14 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(database_url or settings.url_for())
+        url = database_url or settings.url_for()
+        app.state.db = Database(url)
+        app.state.grid_index = GridIndexKeeper(dsn(url))
+        await app.state.grid_index.start()
         try:
             yield
         finally:
+            await app.state.grid_index.stop()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -31,6 +37,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.grid_index = None
     errors.install(app)
     for module in (meta, accounts, reference, geo, components, grids):
         app.include_router(module.router)

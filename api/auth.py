@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal, principal_for_token
 from geo.errors import Forbidden, Unauthenticated
+from geo.grid_index import GridIndex
 
 _bearer = HTTPBearer(auto_error=False, description="The access token of POST /api/v1/auth/token")
 
@@ -23,6 +24,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DbSession = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_grid_index(request: Request) -> GridIndex | None:
+    """The in-process grid index when it is loaded and current; None: ask the database."""
+    keeper = request.app.state.grid_index
+    return keeper.current() if keeper is not None else None
+
+
+Grids = Annotated[GridIndex | None, Depends(get_grid_index)]
 
 
 async def current_user(

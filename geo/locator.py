@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from geo.crs import CRS, to_cgcs2000
 from geo.errors import OutsideJurisdiction
+from geo.grid_index import GridIndex
 
 SNAP_M = 50.0
 _NEAREST_CANDIDATES = 4  # KNN in degrees is not metric: rank a few by true distance
@@ -159,9 +160,19 @@ async def locate_cgcs2000(conn: asyncpg.Connection, lon: float, lat: float) -> L
     return _location(lon, lat, row, row["dist"])
 
 
-async def locate(session: AsyncSession, lon: float, lat: float, crs: CRS | str = CRS.wgs84) -> Location:
-    """Locate a point given in any of the four coordinate systems."""
+async def locate(
+    session: AsyncSession, lon: float, lat: float, crs: CRS | str = CRS.wgs84, index: GridIndex | None = None
+) -> Location:
+    """Locate a point given in any of the four coordinate systems.
+
+    With an in-process ``index`` (in sync with the table), points well inside a grid are
+    answered from memory; the database answers the rest with the same rules.
+    """
     x, y = to_cgcs2000(lon, lat, crs)
+    if index is not None:
+        hit = index.lookup(x, y)
+        if hit is not None:
+            return _location(x, y, hit.row, 0.0)
     return await locate_cgcs2000(await raw_connection(session), x, y)
 
 

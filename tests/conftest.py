@@ -20,6 +20,7 @@ from api import admin_db, cluster
 from api.app import create_app
 from api.db import Database
 from api.settings import PROJECT_ROOT, Settings, get_settings
+from geo.grid_index import GridIndexKeeper
 
 TEMPLATE = "citygrid_template"
 PASSWORD = "citygrid-demo"
@@ -80,8 +81,18 @@ def make_app(settings: Settings, database: Database) -> FastAPI:
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, db: Database) -> FastAPI:
-    return make_app(settings, db)
+async def grid_index(db_url: str) -> AsyncIterator[GridIndexKeeper]:
+    keeper = GridIndexKeeper(admin_db.dsn(db_url), recheck_s=1.0)
+    await keeper.start()
+    yield keeper
+    await keeper.stop()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, db: Database, grid_index: GridIndexKeeper) -> FastAPI:
+    app = make_app(settings, db)
+    app.state.grid_index = grid_index
+    return app
 
 
 @pytest.fixture(scope="session")

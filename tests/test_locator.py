@@ -171,3 +171,57 @@ async def test_locate_endpoint_errors(client: httpx.AsyncClient, login: Login) -
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "crs"
     r = await client.get("/api/v1/locate", params={"lon": 110.0, "lat": 27.55})
     assert r.status_code == 401
+
+
+async def test_index_agrees_with_the_database(
+    db: Database,
+    grid_index,
+    shared_vertex: tuple[float, float, list[str]],
+) -> None:
+    index = grid_index.current()
+    assert index is not None and len(index) > 10_000
+    rng = np.random.default_rng(9)
+    xs, ys = rng.uniform(109.975, 110.025, 500), rng.uniform(27.515, 27.565, 500)
+    async with db.sessions() as session:
+        for x, y in zip(xs, ys, strict=True):
+            from_db = await locate(session, float(x), float(y), "cgcs2000")
+            from_index = await locate(session, float(x), float(y), "cgcs2000", index)
+            assert from_index == from_db
+    assert index.lookup(shared_vertex[0], shared_vertex[1]) is None  # edges: the database decides
+
+
+async def test_index_follows_changes_to_the_grids(clone_db) -> None:
+    import asyncio
+
+    from api.admin_db import dsn
+    from geo.grid_index import GridIndexKeeper
+
+    url = await clone_db()
+    keeper = GridIndexKeeper(dsn(url), recheck_s=60)
+    await keeper.start()
+    db = Database(url, pool_size=1)
+    try:
+        async with db.sessions() as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT code, ST_X(ST_PointOnSurface(geom)) AS x, ST_Y(ST_PointOnSurface(geom)) AS y "
+                        "FROM unit_grids ORDER BY code LIMIT 1 OFFSET 42"
+                    )
+                )
+            ).one()
+            before = keeper.current()
+            assert before is not None and before.lookup(row.x, row.y).code == row.code.strip()
+            await session.execute(text("DELETE FROM beats WHERE grid_code = :c"), {"c": row.code})
+            await session.execute(text("DELETE FROM unit_grids WHERE code = :c"), {"c": row.code})
+            await session.commit()
+        for _ in range(100):  # the NOTIFY arrives, the keeper reloads
+            await asyncio.sleep(0.05)
+            current = keeper.current()
+            if current is not None and current is not before:
+                break
+        assert current is not None and current.revision > before.revision
+        assert current.lookup(row.x, row.y) is None or current.lookup(row.x, row.y).code != row.code.strip()
+    finally:
+        await db.dispose()
+        await keeper.stop()

@@ -1,0 +1,148 @@
+"""An in-process index of the unit grids, kept in sync with the table.
+
+Point-in-grid lookups are the hottest geographic query (every report, every GPS point); an
+STRtree in memory answers them about 20× faster than a database round trip. The index knows
+the database's geography revision (bumped by a trigger on every change of grids, regions or
+areas, and announced by NOTIFY ``citygrid_geo``); a keeper reloads it when told, and checks
+the revision now and then in case a notification was missed. Anything the index cannot
+answer exactly — points on or near edges, points outside every grid — goes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+import shapely
+
+log = logging.getLogger("citygrid.geo")
+
+CHANNEL = "citygrid_geo"
+# Closer than this (degrees, ~1 cm) to a grid edge, a point is left to the database's rules.
+EDGE_MARGIN_DEG = 1e-7
+
+_LOAD = """
+SELECT g.code, ST_AsBinary(g.geom) AS wkb, g.community_code, c.name AS community_name,
+       s.code AS street_code, s.name AS street_name, k.code AS county_code, k.name AS county_name,
+       g.area_code, a.name AS area_name
+FROM unit_grids g
+JOIN regions c ON c.code = g.community_code
+JOIN regions s ON s.code = c.parent_code
+JOIN regions k ON k.code = s.parent_code
+JOIN management_areas a ON a.code = g.area_code
+ORDER BY g.code
+"""
+
+
+@dataclass(frozen=True)
+class GridHit:
+    code: str
+    row: dict[str, str]
+
+
+class GridIndex:
+    """STRtree over the grids at one geography revision."""
+
+    def __init__(self, revision: int, codes: list[str], geoms: np.ndarray, rows: list[dict[str, str]]):
+        self.revision = revision
+        self.codes = codes
+        self.geoms = geoms
+        self.rows = rows
+        self.boundaries = shapely.boundary(geoms)
+        shapely.prepare(geoms)
+        self.tree = shapely.STRtree(geoms)
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection) -> GridIndex:
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
+            revision = await conn.fetchval("SELECT n FROM geo_revision")
+            records = await conn.fetch(_LOAD)
+        geoms = shapely.from_wkb([r["wkb"] for r in records])
+        rows = [{k: v for k, v in r.items() if k != "wkb"} for r in records]
+        return cls(revision, [r["code"].strip() for r in records], geoms, rows)
+
+    def lookup(self, lon: float, lat: float) -> GridHit | None:
+        """The grid strictly containing the point, away from every edge; None otherwise."""
+        point = shapely.Point(lon, lat)
+        candidates = self.tree.query(point, predicate="intersects")
+        if len(candidates) != 1:
+            return None
+        i = int(candidates[0])
+        if shapely.distance(self.boundaries[i], point) < EDGE_MARGIN_DEG:
+            return None
+        return GridHit(self.codes[i], self.rows[i])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+class GridIndexKeeper:
+    """Holds the current index for one database and reloads it when the geography changes."""
+
+    def __init__(self, dsn: str, recheck_s: float = 30.0) -> None:
+        self.dsn = dsn
+        self.recheck_s = recheck_s
+        self.index: GridIndex | None = None
+        self._stale = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    def current(self) -> GridIndex | None:
+        """The index, or None while it is (re)loading: callers then use the database."""
+        return None if self._stale.is_set() else self.index
+
+    async def start(self) -> None:
+        self._listener = await asyncpg.connect(self.dsn)
+        await self._listener.add_listener(CHANNEL, self._notified)
+        await self._reload()
+        self._task = asyncio.create_task(self._run(), name="grid-index-keeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener:
+            await self._listener.close()
+
+    def _notified(self, *_: object) -> None:
+        self._stale.set()
+
+    async def _reload(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            self._stale.clear()  # changes from now on mark the new index stale again
+            index = await GridIndex.load(conn)
+        finally:
+            await conn.close()
+        self.index = index
+        log.info("grid index loaded: %d grids at revision %d", len(index), index.revision)
+
+    async def _revision_unchanged(self) -> bool:
+        try:
+            if self._listener is None or self._listener.is_closed():
+                self._listener = await asyncpg.connect(self.dsn)
+                await self._listener.add_listener(CHANNEL, self._notified)
+                return False  # notifications may have been missed while disconnected
+            revision = await self._listener.fetchval("SELECT n FROM geo_revision")
+        except (OSError, asyncpg.PostgresError):
+            return False
+        return self.index is not None and revision == self.index.revision
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._stale.wait(), timeout=self.recheck_s)
+            except TimeoutError:
+                if await self._revision_unchanged():
+                    continue
+                self._stale.set()
+            try:
+                await self._reload()
+            except (OSError, asyncpg.PostgresError):
+                log.exception("grid index reload failed; the locator uses the database meanwhile")
+                await asyncio.sleep(1.0)
