@@ -54,11 +54,20 @@ async def single(url: str, n: int) -> None:
             n,
             lambda i: session.execute(text(ORM_SQL), {"x": float(xs[i]), "y": float(ys[i])}),
         )
-        ours = await rate(
-            "geo.locator.locate (hierarchy, edge and 50 m rules)",
+        db_path = await rate(
+            "geo.locator.locate, database path (one prepared round trip)",
             n,
             lambda i: locate(session, float(xs[i]), float(ys[i]), "cgcs2000"),
         )
+        keeper = GridIndexKeeper(dsn(url))
+        await keeper.start()
+        index = keeper.current()
+        ours = await rate(
+            "geo.locator.locate with the in-process grid index",
+            n,
+            lambda i: locate(session, float(xs[i]), float(ys[i]), "cgcs2000", index),
+        )
+        await keeper.stop()
         wkb = (await session.execute(text("SELECT ST_AsBinary(geom) FROM unit_grids"))).scalars().all()
     await db.dispose()
 
