@@ -1,21 +1,47 @@
-"""Who is calling: bearer-token authentication and role checks, as FastAPI dependencies."""
+"""Who is calling: bearer-token authentication and role checks, run before anything else.
+
+API.md fixes the order of checks: authentication (401) → role (403) → visibility (404) →
+input (4xx) → state (409). Plain FastAPI gets only part of it right: it solves dependencies
+(``CurrentUser``, ``require(...)``) before validating the endpoint's own path, query and body
+parameters, but it reads and *parses* the body first — malformed JSON answers 422 before 401,
+and a multipart upload from an anonymous caller is read and spooled before it is refused.
+
+``AuthRoute`` closes that gap. A router opts in with ``APIRouter(..., route_class=AuthRoute)``;
+each of its routes then looks at its own dependency tree once, at start-up, for
+``current_user`` and for the role sets of ``require(...)``, and its handler checks the bearer
+token and those roles before FastAPI touches the body. The principal is kept in the request
+scope, so ``CurrentUser`` later returns it without a second lookup. Routes without
+``CurrentUser``/``require`` (sign-in, health) are left as they are, and routers that have not
+opted in keep FastAPI's order, so adopting ``AuthRoute`` changes no route's behaviour except
+to move 401/403 ahead of every 4xx. Dependencies added at ``include_router(dependencies=...)``
+are not seen by the early check (FastAPI still enforces them, later): declare roles on the
+router or the route. When a test overrides ``current_user`` or a role check through
+``app.dependency_overrides``, the early check steps aside for the override.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cases.accounts import Principal, principal_for_token
+from cases.accounts import ROLES, Principal, principal_for_token
 from geo.errors import Forbidden, Unauthenticated
 from geo.grid_index import GridIndex
 
 _bearer = HTTPBearer(auto_error=False, description="The access token of POST /api/v1/auth/token")
 
 STAFF = ("operator", "supervisor", "unit", "planner", "admin")
+
+_PRINCIPAL_KEY = "citygrid.principal"  # request scope: the principal once authenticated
+_ROLES_ATTR = "citygrid_roles"  # on require()'s check: the roles it admits
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -26,36 +52,113 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(get_session)]
 
 
-def get_grid_index(request: Request) -> GridIndex | None:
-    """The in-process grid index when it is loaded and current; None: ask the database."""
-    keeper = request.app.state.grid_index
+async def get_grid_index(request: Request) -> GridIndex | None:
+    """The in-memory grid index, or None (not started, or reloading): callers then ask the database."""
+    keeper = getattr(request.app.state, "grid_index", None)
     return keeper.current() if keeper is not None else None
 
 
 Grids = Annotated[GridIndex | None, Depends(get_grid_index)]
 
 
-async def current_user(
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+async def _principal(request: Request, session: AsyncSession, token: str | None) -> Principal:
+    cached = request.scope.get(_PRINCIPAL_KEY)
+    if cached is not None:
+        return cached
+    if not token:
         raise Unauthenticated("send Authorization: Bearer <token>")
-    principal = await principal_for_token(session, credentials.credentials)
+    principal = await principal_for_token(session, token)
     if principal is None:
         raise Unauthenticated("the token is unknown, expired or revoked")
+    request.scope[_PRINCIPAL_KEY] = principal
     return principal
+
+
+async def access_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """The raw bearer token of the request, if any (sign-out revokes it)."""
+    return credentials.credentials if credentials else None
+
+
+AccessToken = Annotated[str | None, Depends(access_token)]
+
+
+async def current_user(request: Request, session: DbSession, token: AccessToken) -> Principal:
+    """The signed-in caller (401 ``unauthenticated`` without a valid token)."""
+    return await _principal(request, session, token)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def require(*roles: str):
-    """A dependency admitting callers holding any of ``roles`` (403 otherwise)."""
+def _check_roles(user: Principal, roles: tuple[str, ...]) -> None:
+    if not user.has(*roles):
+        raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
+
+
+def require(*roles: str) -> Any:
+    """A dependency admitting callers holding any of ``roles`` (401 without a token, 403 otherwise).
+
+    Use it in ``dependencies=[...]`` of a route or router, or as a parameter's ``Depends``."""
+    unknown = set(roles).difference(ROLES)
+    if not roles or unknown:
+        raise ValueError(f"require() needs roles among {ROLES}, not {sorted(unknown) or 'none'}")
 
     async def check(user: CurrentUser) -> Principal:
-        if not user.has(*roles):
-            raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
+        _check_roles(user, roles)
         return user
 
+    setattr(check, _ROLES_ATTR, roles)
     return Depends(check)
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    """What a route demands of its caller, read from its dependency tree."""
+
+    calls: frozenset[Callable[..., Any]]  # the dependencies the early check stands in for
+    role_sets: tuple[tuple[str, ...], ...]  # every set must be met (each is any-of)
+
+
+def _requirement(dependant: Dependant) -> _Requirement | None:
+    calls: set[Callable[..., Any]] = set()
+    role_sets: list[tuple[str, ...]] = []
+    stack = list(dependant.dependencies)
+    while stack:
+        sub = stack.pop()
+        if sub.call is current_user:
+            calls.add(current_user)
+        roles = getattr(sub.call, _ROLES_ATTR, None)
+        if roles is not None and sub.call is not None:
+            calls.add(sub.call)
+            role_sets.append(roles)
+        stack.extend(sub.dependencies)
+    return _Requirement(frozenset(calls), tuple(role_sets)) if calls else None
+
+
+async def _admit(request: Request, requirement: _Requirement) -> None:
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    # A session of its own, closed before the endpoint runs: one pooled connection, briefly.
+    async with request.app.state.db.sessions() as session:
+        user = await _principal(request, session, token if scheme.lower() == "bearer" else None)
+    for roles in requirement.role_sets:
+        _check_roles(user, roles)
+
+
+class AuthRoute(APIRoute):
+    """An ``APIRoute`` that authenticates and checks roles before the request body is read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        requirement = _requirement(self.dependant)
+        if requirement is None:
+            return handler
+
+        async def authenticated_first(request: Request) -> Response:
+            overrides = getattr(request.app, "dependency_overrides", None) or {}
+            if not any(call in overrides for call in requirement.calls):
+                await _admit(request, requirement)
+            return await handler(request)
+
+        return authenticated_first

@@ -26,6 +26,8 @@ STATUS: dict[type[e.DomainError], int] = {
     e.OutsideJurisdiction: 422,
     e.InvalidInput: 422,
     e.TooManyAttempts: 429,
+    e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
 }
 
 _HTTP_CODES = {

@@ -56,3 +56,13 @@ class TooManyAttempts(DomainError):
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Not allowed for your role"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    title = "Request too large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    title = "Unsupported media type"

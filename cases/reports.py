@@ -1,0 +1,387 @@
+"""Reports (上报): submission by collectors (idempotent), intake from other channels, reading.
+
+A collector's submission is idempotent on (collector, ``client_id``): the same content sent
+again answers with the stored report; different content under the same ``client_id`` is a
+conflict. Two racing submissions serialise on a transaction-level advisory lock, so the later
+one waits for the first to commit and then finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cases.accounts import Principal
+from cases.photo_store import PhotoStore
+from cases.photos import CheckedPhoto, photo_flags, photo_links, reused, store_photos
+from geo import components
+from geo.crs import to_cgcs2000
+from geo.errors import Conflict, InvalidInput, NotFound, OutsideJurisdiction
+from geo.grid_index import GridIndex
+from geo.locator import Location, locate
+from grids.beats import beat_of
+
+INACCURATE_M = 50.0
+SOURCES = ("collector", "hotline", "public", "inspection")
+# Who may see every report; collectors see their own, units those of their cases.
+READ_ALL = ("operator", "supervisor", "planner")
+
+
+class ClientIdConflict(Conflict):
+    code = "client_id_conflict"
+    title = "client_id already used for other content"
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """What a reporter says: the part ``report`` of API.md."""
+
+    kind: str
+    category: str
+    description: str
+    lon: float
+    lat: float
+    crs: str = "wgs84"
+    accuracy_m: float | None = None
+    address: str | None = None
+    component_code: str | None = None
+    observed_at: datetime | None = None
+    client_id: str | None = None
+
+    def content_hash(self, photo_hashes: list[str]) -> str:
+        body = {**asdict(self), "observed_at": self.observed_at.isoformat() if self.observed_at else None}
+        body["photos"] = sorted(photo_hashes)
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+async def _matter(session: AsyncSession, category: str, kind: str) -> Any:
+    row = (
+        await session.execute(
+            text("SELECT code, kind, component_class FROM matter_classes WHERE code = :c AND active"),
+            {"c": category},
+        )
+    ).first()
+    if row is None:
+        raise InvalidInput(
+            f"unknown category {category}", errors=[{"field": "category", "message": "unknown"}]
+        )
+    if row.kind != kind:
+        raise InvalidInput(
+            f"category {category} is of kind {row.kind}, not {kind}",
+            errors=[{"field": "kind", "message": f"category {category} is a {row.kind}"}],
+        )
+    return row
+
+
+async def _component(
+    session: AsyncSession, matter: Any, data: ReportInput, where: Location
+) -> tuple[str | None, list[str]]:
+    """The reported or snapped component and the flag ``component_mismatch`` when it does not fit."""
+    if matter.kind != "component" or matter.component_class is None:
+        return data.component_code, []
+    if data.component_code:
+        check = await components.check(
+            session, data.component_code, matter.component_class, where.lon, where.lat, 50.0
+        )
+        return check["code"], (
+            [] if check["exists"] and check["class_matches"] and check["near"] else ["component_mismatch"]
+        )
+    snapped = await components.snap(session, where.lon, where.lat, matter.component_class)
+    return (snapped["code"] if snapped else None), []
+
+
+async def _existing(session: AsyncSession, collector_id: int, client_id: str) -> Any:
+    return (
+        await session.execute(
+            text("SELECT id, content_hash FROM reports WHERE collector_id = :u AND client_id = :c"),
+            {"u": collector_id, "c": client_id},
+        )
+    ).first()
+
+
+_INSERT = """
+INSERT INTO reports (source, client_id, collector_id, created_by, content_hash, kind, category, description,
+    input_crs, input_lon, input_lat, accuracy_m, address, grid_code, community_code, street_code, county_code,
+    area_code, snapped_m, component_code, caller_name, caller_phone, flags, observed_at, geom)
+VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category, :description,
+    :crs, :in_lon, :in_lat, :accuracy, :address, :grid, :community, :street, :county,
+    :area, :snapped, :component, :caller_name, :caller_phone, :flags, coalesce(:observed_at, now()),
+    ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
+RETURNING id
+"""
+
+
+def _row(data: ReportInput, where: Location | None, lon: float, lat: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "client_id": data.client_id,
+        "kind": data.kind,
+        "category": data.category,
+        "description": data.description,
+        "crs": str(data.crs),
+        "in_lon": data.lon,
+        "in_lat": data.lat,
+        "accuracy": data.accuracy_m,
+        "address": data.address,
+        "observed_at": data.observed_at,
+        "grid": where.grid if where else None,
+        "community": where.community[0] if where else None,
+        "street": where.street[0] if where else None,
+        "county": where.county[0] if where else None,
+        "area": where.area[0] if where else None,
+        "snapped": where.snapped_m if where else None,
+        "lon": lon,
+        "lat": lat,
+        **extra,
+    }
+
+
+async def _record_event(
+    session: AsyncSession, report_id: int, actor: Principal, role: str, payload: dict
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
+            "VALUES (:r, :a, :role, 'report', 'received', CAST(:p AS jsonb))"
+        ),
+        {"r": report_id, "a": actor.id, "role": role, "p": json.dumps(payload, ensure_ascii=False)},
+    )
+
+
+async def submit(
+    session: AsyncSession,
+    store: PhotoStore,
+    collector: Principal,
+    data: ReportInput,
+    photos: list[CheckedPhoto],
+    index: GridIndex | None = None,
+) -> tuple[int, bool]:
+    """Take a collector's report; (report id, created). Commits before returning."""
+    assert data.client_id
+    matter = await _matter(session, data.category, data.kind)
+    where = await locate(session, data.lon, data.lat, data.crs, index)  # 422 beyond 50 m
+    content_hash = data.content_hash([p.sha256 for p in photos])
+    # Serialise submissions of the same (collector, client_id): the later waits for the first.
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"report:{collector.id}:{data.client_id}"},
+    )
+    existing = await _existing(session, collector.id, data.client_id)
+    if existing is not None:
+        await session.rollback()
+        if existing.content_hash != content_hash:
+            raise ClientIdConflict(
+                f"client_id {data.client_id} was already used for a different report ({existing.id})",
+                errors=[{"field": "client_id", "message": "already used for other content"}],
+            )
+        return existing.id, False
+    component_code, flags = await _component(session, matter, data, where)
+    if where.snapped_m is not None:
+        flags.append("snapped_to_grid")
+    if data.accuracy_m is not None and data.accuracy_m > INACCURATE_M:
+        flags.append("location_inaccurate")
+    if where.grid not in await beat_of(session, collector.id):
+        flags.append("outside_beat")
+    flags += photo_flags(photos, where.lon, where.lat, data.observed_at)
+    if await reused(session, photos):
+        flags.append("photo_reused")
+    report_id = await session.scalar(
+        text(_INSERT),
+        _row(
+            data,
+            where,
+            where.lon,
+            where.lat,
+            source="collector",
+            collector_id=collector.id,
+            created_by=collector.id,
+            hash=content_hash,
+            component=component_code,
+            caller_name=None,
+            caller_phone=None,
+            flags=sorted(set(flags)),
+        ),
+    )
+    await store_photos(session, store, photos, purpose="report", report_id=report_id)
+    await _record_event(session, report_id, collector, "collector", {"flags": sorted(set(flags))})
+    await session.commit()  # the 201 means: on disk
+    return report_id, True
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str | None = None
+    phone: str | None = None
+
+
+async def intake(
+    session: AsyncSession,
+    store: PhotoStore,
+    operator: Principal,
+    source: str,
+    data: ReportInput,
+    caller: Caller,
+    photos: list[CheckedPhoto],
+    index: GridIndex | None = None,
+) -> int:
+    """A report from the hotline, the public or an inspection, typed in by an operator.
+
+    Outside the gridded area it is still recorded, flagged ``outside_grids``: no call is lost.
+    """
+    if source not in SOURCES or source == "collector":
+        raise InvalidInput(f"unknown source {source}", errors=[{"field": "source", "message": "unknown"}])
+    matter = await _matter(session, data.category, data.kind)
+    flags: list[str] = []
+    try:
+        where: Location | None = await locate(session, data.lon, data.lat, data.crs, index)
+        lon, lat = where.lon, where.lat
+        component_code, flags = await _component(session, matter, data, where)
+        if where.snapped_m is not None:
+            flags.append("snapped_to_grid")
+    except OutsideJurisdiction:
+        where, component_code = None, data.component_code
+        lon, lat = to_cgcs2000(data.lon, data.lat, data.crs)
+        flags.append("outside_grids")
+    flags += photo_flags(photos, lon, lat, data.observed_at)
+    if photos and await reused(session, photos):
+        flags.append("photo_reused")
+    report_id = await session.scalar(
+        text(_INSERT),
+        _row(
+            data,
+            where,
+            lon,
+            lat,
+            source=source,
+            collector_id=None,
+            created_by=operator.id,
+            hash=None,
+            component=component_code,
+            caller_name=caller.name,
+            caller_phone=caller.phone,
+            flags=sorted(set(flags)),
+        ),
+    )
+    await store_photos(session, store, photos, purpose="report", report_id=report_id)
+    await _record_event(
+        session, report_id, operator, _role(operator), {"source": source, "flags": sorted(set(flags))}
+    )
+    await session.commit()
+    return report_id
+
+
+def _role(user: Principal) -> str:
+    return "supervisor" if user.has("supervisor") else "operator"
+
+
+def mask_name(name: str | None) -> str | None:
+    return None if not name else name[0] + "*" * max(1, len(name) - 1)
+
+
+def mask_phone(phone: str | None) -> str | None:
+    if not phone:
+        return None
+    return phone[:3] + "*" * max(0, len(phone) - 7) + phone[-4:] if len(phone) > 7 else "*" * len(phone)
+
+
+_SELECT = """
+SELECT r.*, ST_X(r.geom) AS lon, ST_Y(r.geom) AS lat, c.name AS community_name, s.name AS street_name,
+       k.name AS county_name, a.name AS area_name, k2.number AS case_number, k2.status AS case_status,
+       k2.unit_id AS case_unit_id
+FROM reports r
+LEFT JOIN regions c ON c.code = r.community_code
+LEFT JOIN regions s ON s.code = r.street_code
+LEFT JOIN regions k ON k.code = r.county_code
+LEFT JOIN management_areas a ON a.code = r.area_code
+LEFT JOIN cases k2 ON k2.id = r.case_id
+"""
+
+
+def may_see(viewer: Principal, row: Any) -> bool:
+    """Visibility of a report: its collector, the command center, planners, the unit of its case."""
+    if viewer.has(*READ_ALL):
+        return True
+    if viewer.has("collector") and row.collector_id == viewer.id:
+        return True
+    return viewer.has("unit") and row.case_unit_id is not None and row.case_unit_id == viewer.unit_id
+
+
+def _region(code: str | None, name: str | None) -> dict[str, str] | None:
+    return {"code": code, "name": name} if code else None
+
+
+def _shape(row: Any, photos: list[Any], viewer: Principal) -> dict[str, Any]:
+    sees_caller = viewer.has("operator", "supervisor")
+    return {
+        "id": row.id,
+        "client_id": row.client_id,
+        "source": row.source,
+        "status": row.status,
+        "kind": row.kind,
+        "category": row.category,
+        "description": row.description,
+        "location": {"lon": row.lon, "lat": row.lat},
+        "accuracy_m": row.accuracy_m,
+        "address": row.address,
+        "grid": row.grid_code,
+        "community": _region(row.community_code, row.community_name),
+        "street": _region(row.street_code, row.street_name),
+        "county": _region(row.county_code, row.county_name),
+        "district": row.area_name,
+        "snapped_m": row.snapped_m,
+        "component_code": row.component_code,
+        "photos": photo_links(photos),
+        "flags": list(row.flags),
+        "case": {"number": row.case_number, "status": row.case_status} if row.case_number else None,
+        "caller": None
+        if row.caller_name is None and row.caller_phone is None
+        else {
+            "name": row.caller_name if sees_caller else mask_name(row.caller_name),
+            "phone": row.caller_phone if sees_caller else mask_phone(row.caller_phone),
+        },
+        "reject_reason": row.reject_reason,
+        "received_at": row.received_at.isoformat(),
+        "observed_at": row.observed_at.isoformat() if row.observed_at else None,
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+async def _photos_of(session: AsyncSession, report_ids: list[int]) -> dict[int, list[Any]]:
+    rows = await session.execute(
+        text("SELECT id, sha256, purpose, report_id FROM photos WHERE report_id = ANY(:r) ORDER BY id"),
+        {"r": report_ids},
+    )
+    out: dict[int, list[Any]] = {}
+    for r in rows:
+        out.setdefault(r.report_id, []).append(r)
+    return out
+
+
+async def get(session: AsyncSession, report_id: int, viewer: Principal) -> dict[str, Any]:
+    row = (await session.execute(text(f"{_SELECT} WHERE r.id = :id"), {"id": report_id})).first()
+    if row is None or not may_see(viewer, row):
+        raise NotFound(f"no report {report_id}")  # 404 also for what the caller may not see
+    return _shape(row, (await _photos_of(session, [row.id])).get(row.id, []), viewer)
+
+
+async def changed_since(
+    session: AsyncSession, viewer: Principal, since: datetime | None, limit: int = 500
+) -> list[dict]:
+    """The caller's own reports changed since ``since`` (the app's sync), oldest change first."""
+    rows = (
+        await session.execute(
+            text(
+                f"{_SELECT} WHERE (r.collector_id = :u OR r.created_by = :u) "
+                "AND (CAST(:since AS timestamptz) IS NULL OR r.updated_at > :since) "
+                "ORDER BY r.updated_at, r.id LIMIT :limit"
+            ),
+            {"u": viewer.id, "since": since, "limit": limit},
+        )
+    ).all()
+    photos = await _photos_of(session, [r.id for r in rows])
+    return [_shape(r, photos.get(r.id, []), viewer) for r in rows]
