@@ -35,7 +35,12 @@ def jpeg(
         for y in range(0, size[1], 29):
             image.putpixel((x, y), ((x * 7) % 256, (y * 3) % 256, (x + y) % 256))
     # A unique description: two photos taken by a test are never the same bytes by accident.
-    exif: dict = {"0th": {piexif.ImageIFD.ImageDescription: uuid.uuid4().hex.encode()}, "Exif": {}, "GPS": {}, "1st": {}}
+    exif: dict = {
+        "0th": {piexif.ImageIFD.ImageDescription: uuid.uuid4().hex.encode()},
+        "Exif": {},
+        "GPS": {},
+        "1st": {},
+    }
     if orientation:
         exif["0th"][piexif.ImageIFD.Orientation] = orientation
     if lon is not None and lat is not None:
