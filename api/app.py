@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.admin_db import dsn
 from api.db import Database
-from api.routers import accounts, components, geo, grids, meta, photos, reference, reports
+from api.routers import accounts, admin, components, geo, grids, meta, photos, reference, reports
 from api.settings import Settings, get_settings
 from cases.photo_store import PhotoStore
 from geo.grid_index import GridIndexKeeper
@@ -41,6 +41,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.grid_index = None
     app.state.photo_store = PhotoStore(settings.photo_dir)
     errors.install(app)
-    for module in (meta, accounts, reference, geo, components, grids, reports, photos):
+    for module in (meta, accounts, admin, reference, geo, components, grids, reports, photos):
         app.include_router(module.router)
     return app

@@ -80,7 +80,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
     async def domain_error(_: Request, exc: e.DomainError) -> JSONResponse:
         status = status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if "retry_after_s" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after_s"])
         return problem(status, exc.code, exc.title, exc.detail, exc.errors, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

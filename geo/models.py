@@ -133,3 +133,11 @@ class ResponsibilityArea(Base):
     generated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     geom = mapped_column(geometry("MULTIPOLYGON"), nullable=False)
+
+
+class GeoRevision(Base):
+    """One row: the revision of the geography, bumped by a trigger on every change (NOTIFY too)."""
+
+    __tablename__ = "geo_revision"
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)

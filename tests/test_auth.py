@@ -246,9 +246,8 @@ async def test_auth_route_checks_before_the_body_is_parsed(connect: Connect) -> 
         assert r.json() == {"user": "unit-water", "file": "a.txt"}
 
 
-async def test_components_malformed_json_once_the_router_adopts_auth_route(connect: Connect) -> None:
-    if not all(isinstance(r, AuthRoute) for r in components.router.routes):
-        pytest.skip("api/routers/components.py does not use route_class=AuthRoute yet")
+async def test_components_malformed_json_is_401_before_422(connect: Connect) -> None:
+    assert all(isinstance(r, AuthRoute) for r in components.router.routes)
     async with connect() as c:
         r = await c.post("/api/v1/components", content=b"{", headers={"Content-Type": "application/json"})
         assert r.status_code == 401

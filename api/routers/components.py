@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from api.auth import STAFF, CurrentUser, DbSession, require
+from api.auth import STAFF, AuthRoute, CurrentUser, DbSession, require
 from api.routers.geo import Crs, Lat, Lon
 from geo import components
 from geo.crs import CRS, to_cgcs2000
 from geo.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1/components", tags=["components"])
+router = APIRouter(prefix="/api/v1/components", tags=["components"], route_class=AuthRoute)
 
 Bbox = Annotated[
     str | None,

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.auth import CurrentUser, DbSession
+from api.auth import AuthRoute, CurrentUser, DbSession
 from geo.crs import CRS
 from geo.locator import locate as locate_point
 
-router = APIRouter(prefix="/api/v1", tags=["geo"])
+router = APIRouter(prefix="/api/v1", tags=["geo"], route_class=AuthRoute)
 
 Lon = Annotated[float, Query(ge=-180, le=180, description="Longitude in decimal degrees")]
 Lat = Annotated[float, Query(ge=-90, le=90, description="Latitude in decimal degrees")]

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.auth import DbSession, require
+from api.auth import AuthRoute, DbSession, require
 from grids.validation import Tolerances, as_geojson, validate
 
-router = APIRouter(prefix="/api/v1/grids", tags=["grids"])
+router = APIRouter(prefix="/api/v1/grids", tags=["grids"], route_class=AuthRoute)
 
 
 @router.get(

@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
-from api.auth import CurrentUser, DbSession, require
+from api.auth import AuthRoute, CurrentUser, DbSession, require
 from cases.photos import StoredPhoto, visible_photo
 
-router = APIRouter(prefix="/api/v1/photos", tags=["photos"])
+router = APIRouter(prefix="/api/v1/photos", tags=["photos"], route_class=AuthRoute)
 
 # Content-addressed: a photo id never changes its bytes, so clients may keep it for long.
 CACHE = "private, max-age=604800, immutable"

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.auth import STAFF, CurrentUser, DbSession, require
+from api.auth import STAFF, AuthRoute, CurrentUser, DbSession, require
 from cases.catalogue import list_matter_classes
 from geo.units import list_units
 
-router = APIRouter(prefix="/api/v1", tags=["reference"])
+router = APIRouter(prefix="/api/v1", tags=["reference"], route_class=AuthRoute)
 
 
 @router.get("/categories", summary="Matter classes the app offers (GB/T 47678.5-2026)")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from api.auth import CurrentUser, DbSession, Grids, require
+from api.auth import AuthRoute, CurrentUser, DbSession, Grids, require
 from api.uploads import Form, read_form
 from cases import reports
 from cases.photo_store import PhotoStore
@@ -18,7 +18,7 @@ from cases.photos import CheckedPhoto, check_photos, discard
 from geo.crs import CRS
 from geo.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=AuthRoute)
 
 
 class Location(BaseModel):
