@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors
 from api.admin_db import dsn
@@ -13,7 +16,26 @@ from api.db import Database
 from api.routers import accounts, admin, components, geo, grids, meta, photos, reference, reports
 from api.settings import Settings, get_settings
 from cases.photo_store import PhotoStore
+from cases.photos import sweep_orphans
 from geo.grid_index import GridIndexKeeper
+
+log = logging.getLogger("citygrid")
+
+
+SWEEP_EVERY_S = 3600
+
+
+async def _sweep_photos(app: FastAPI) -> None:
+    """Remove the files of aborted uploads, now and every hour."""
+    while True:
+        try:
+            async with app.state.db.sessions() as session:
+                removed = await sweep_orphans(session, app.state.photo_store)
+            if removed:
+                log.info("photo sweep removed %d orphaned files", removed)
+        except (OSError, SQLAlchemyError):
+            log.exception("photo sweep failed; next try in an hour")
+        await asyncio.sleep(SWEEP_EVERY_S)
 
 
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
@@ -25,9 +47,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         app.state.db = Database(url)
         app.state.grid_index = GridIndexKeeper(dsn(url))
         await app.state.grid_index.start()
+        sweeper = asyncio.create_task(_sweep_photos(app), name="photo-sweeper")
         try:
             yield
         finally:
+            sweeper.cancel()
             await app.state.grid_index.stop()
             await app.state.db.dispose()
 
