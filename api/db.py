@@ -17,7 +17,8 @@ def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=20,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout; recycling bounds staleness.
+        pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "citygrid", "timezone": "Asia/Shanghai"}},
     )
 

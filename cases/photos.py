@@ -73,19 +73,6 @@ def photo_flags(
     return sorted(set(flags))
 
 
-async def reused(session: AsyncSession, photos: list[CheckedPhoto], report_id: int | None = None) -> bool:
-    """Is any of these photos already attached to another report?"""
-    return bool(
-        await session.scalar(
-            text(
-                "SELECT 1 FROM photos WHERE sha256 = ANY(:s) AND report_id IS NOT NULL "
-                "AND report_id IS DISTINCT FROM :r LIMIT 1"
-            ),
-            {"s": [p.sha256 for p in photos], "r": report_id},
-        )
-    )
-
-
 async def store_photos(
     session: AsyncSession,
     store: PhotoStore,
@@ -97,36 +84,38 @@ async def store_photos(
     case_id: int | None = None,
 ) -> list[int]:
     """Make the files durable (fsync, rename) and record them; the caller commits afterwards."""
-    ids = []
-    for photo in photos:
-        await asyncio.to_thread(store.commit, photo.staged)
-        tag = photo.info.geotag
-        ids.append(
-            await session.scalar(
-                text(
-                    "INSERT INTO photos (sha256, report_id, task_id, case_id, purpose, content_type, size_bytes, "
-                    "width, height, exif, taken_at, geom) VALUES (:sha, :r, :t, :c, :purpose, :ct, :size, :w, :h, "
-                    "CAST(:exif AS jsonb), :taken, CASE WHEN CAST(:lon AS float8) IS NULL THEN NULL "
-                    "ELSE ST_SetSRID(ST_MakePoint(:lon, :lat), 4490) END) RETURNING id"
-                ),
-                {
-                    "sha": photo.sha256,
-                    "r": report_id,
-                    "t": task_id,
-                    "c": case_id,
-                    "purpose": purpose,
-                    "ct": photo.info.content_type,
-                    "size": photo.staged.size,
-                    "w": photo.info.width,
-                    "h": photo.info.height,
-                    "exif": _json(tag.as_dict()),
-                    "taken": photo.taken_at(),
-                    "lon": tag.lon,
-                    "lat": tag.lat,
-                },
-            )
-        )
-    return ids
+    if not photos:
+        return []
+    await asyncio.to_thread(lambda: [store.commit(p.staged) for p in photos])
+    tags = [p.info.geotag for p in photos]
+    rows = await session.scalars(
+        text(
+            "INSERT INTO photos (sha256, report_id, task_id, case_id, purpose, content_type, size_bytes, "
+            "width, height, exif, taken_at, geom) "
+            "SELECT sha, :r, :t, :c, :purpose, ct, size, w, h, CAST(exif AS jsonb), taken, "
+            "CASE WHEN lon IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(lon, lat), 4490) END "
+            "FROM unnest(CAST(:sha AS text[]), CAST(:ct AS text[]), CAST(:size AS int[]), CAST(:w AS int[]), "
+            "CAST(:h AS int[]), CAST(:exif AS text[]), CAST(:taken AS timestamptz[]), CAST(:lon AS float8[]), "
+            "CAST(:lat AS float8[])) WITH ORDINALITY AS u(sha, ct, size, w, h, exif, taken, lon, lat, n) "
+            "ORDER BY n RETURNING id"
+        ),
+        {
+            "r": report_id,
+            "t": task_id,
+            "c": case_id,
+            "purpose": purpose,
+            "sha": [p.sha256 for p in photos],
+            "ct": [p.info.content_type for p in photos],
+            "size": [p.staged.size for p in photos],
+            "w": [p.info.width for p in photos],
+            "h": [p.info.height for p in photos],
+            "exif": [_json(t.as_dict()) for t in tags],
+            "taken": [p.taken_at() for p in photos],
+            "lon": [t.lon for t in tags],
+            "lat": [t.lat for t in tags],
+        },
+    )
+    return list(rows)
 
 
 def _json(value: Any) -> str:
@@ -140,16 +129,17 @@ def discard(photos: list[CheckedPhoto]) -> None:
         photo.staged.discard()
 
 
-def photo_links(rows: list[Any]) -> list[dict[str, Any]]:
+def photo_links(photos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """API links of photo records ({id, sha256, purpose}, as aggregated by the queries)."""
     return [
         {
-            "id": r.id,
-            "sha256": r.sha256,
-            "url": f"/api/v1/photos/{r.id}",
-            "thumbnail_url": f"/api/v1/photos/{r.id}/thumbnail",
-            "purpose": r.purpose,
+            "id": p["id"],
+            "sha256": p["sha256"],
+            "url": f"/api/v1/photos/{p['id']}",
+            "thumbnail_url": f"/api/v1/photos/{p['id']}/thumbnail",
+            "purpose": p["purpose"],
         }
-        for r in rows
+        for p in photos
     ]
 
 

@@ -19,13 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal
 from cases.photo_store import PhotoStore
-from cases.photos import CheckedPhoto, photo_flags, photo_links, reused, store_photos
+from cases.photos import CheckedPhoto, photo_flags, photo_links, store_photos
 from geo import components
 from geo.crs import to_cgcs2000
 from geo.errors import Conflict, InvalidInput, NotFound, OutsideJurisdiction
 from geo.grid_index import GridIndex
 from geo.locator import Location, locate
-from grids.beats import beat_of
 
 INACCURATE_M = 50.0
 SOURCES = ("collector", "hotline", "public", "inspection")
@@ -60,11 +59,28 @@ class ReportInput:
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-async def _matter(session: AsyncSession, category: str, kind: str) -> Any:
+_MATTER = """
+SELECT m.code, m.kind, m.component_class,
+       EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat,
+       EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:shas AS text[])) AND p.report_id IS NOT NULL)
+           AS photo_reused
+FROM matter_classes m WHERE m.code = :c AND m.active
+"""
+
+
+async def _matter(
+    session: AsyncSession,
+    category: str,
+    kind: str,
+    grid: str | None = None,
+    user_id: int | None = None,
+    photos: list[CheckedPhoto] | None = None,
+) -> Any:
+    """The matter class, with what the flags need: is the grid in the user's beat, is a photo reused."""
     row = (
         await session.execute(
-            text("SELECT code, kind, component_class FROM matter_classes WHERE code = :c AND active"),
-            {"c": category},
+            text(_MATTER),
+            {"c": category, "grid": grid, "u": user_id, "shas": [p.sha256 for p in photos or []]},
         )
     ).first()
     if row is None:
@@ -141,15 +157,16 @@ def _row(data: ReportInput, where: Location | None, lon: float, lat: float, **ex
     }
 
 
-async def _record_event(
-    session: AsyncSession, report_id: int, actor: Principal, role: str, payload: dict
-) -> None:
-    await session.execute(
+async def _insert(
+    session: AsyncSession, actor: Principal, role: str, payload: dict, row: dict[str, Any]
+) -> int:
+    """Insert the report and its first event (``report``, to ``received``) in one statement."""
+    return await session.scalar(
         text(
-            "INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
-            "VALUES (:r, :a, :role, 'report', 'received', CAST(:p AS jsonb))"
+            f"WITH r AS ({_INSERT}), e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, "
+            "payload) SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r) SELECT id FROM r"
         ),
-        {"r": report_id, "a": actor.id, "role": role, "p": json.dumps(payload, ensure_ascii=False)},
+        {**row, "actor": actor.id, "role": role, "payload": json.dumps(payload, ensure_ascii=False)},
     )
 
 
@@ -163,8 +180,8 @@ async def submit(
 ) -> tuple[int, bool]:
     """Take a collector's report; (report id, created). Commits before returning."""
     assert data.client_id
-    matter = await _matter(session, data.category, data.kind)
     where = await locate(session, data.lon, data.lat, data.crs, index)  # 422 beyond 50 m
+    matter = await _matter(session, data.category, data.kind, where.grid, collector.id, photos)
     content_hash = data.content_hash([p.sha256 for p in photos])
     # Serialise submissions of the same (collector, client_id): the later waits for the first.
     await session.execute(
@@ -185,13 +202,16 @@ async def submit(
         flags.append("snapped_to_grid")
     if data.accuracy_m is not None and data.accuracy_m > INACCURATE_M:
         flags.append("location_inaccurate")
-    if where.grid not in await beat_of(session, collector.id):
+    if not matter.in_beat:
         flags.append("outside_beat")
     flags += photo_flags(photos, where.lon, where.lat, data.observed_at)
-    if await reused(session, photos):
+    if matter.photo_reused:
         flags.append("photo_reused")
-    report_id = await session.scalar(
-        text(_INSERT),
+    report_id = await _insert(
+        session,
+        collector,
+        "collector",
+        {"flags": sorted(set(flags))},
         _row(
             data,
             where,
@@ -208,7 +228,6 @@ async def submit(
         ),
     )
     await store_photos(session, store, photos, purpose="report", report_id=report_id)
-    await _record_event(session, report_id, collector, "collector", {"flags": sorted(set(flags))})
     await session.commit()  # the 201 means: on disk
     return report_id, True
 
@@ -235,7 +254,7 @@ async def intake(
     """
     if source not in SOURCES or source == "collector":
         raise InvalidInput(f"unknown source {source}", errors=[{"field": "source", "message": "unknown"}])
-    matter = await _matter(session, data.category, data.kind)
+    matter = await _matter(session, data.category, data.kind, photos=photos)
     flags: list[str] = []
     try:
         where: Location | None = await locate(session, data.lon, data.lat, data.crs, index)
@@ -248,10 +267,13 @@ async def intake(
         lon, lat = to_cgcs2000(data.lon, data.lat, data.crs)
         flags.append("outside_grids")
     flags += photo_flags(photos, lon, lat, data.observed_at)
-    if photos and await reused(session, photos):
+    if matter.photo_reused:
         flags.append("photo_reused")
-    report_id = await session.scalar(
-        text(_INSERT),
+    report_id = await _insert(
+        session,
+        operator,
+        _role(operator),
+        {"source": source, "flags": sorted(set(flags))},
         _row(
             data,
             where,
@@ -268,9 +290,6 @@ async def intake(
         ),
     )
     await store_photos(session, store, photos, purpose="report", report_id=report_id)
-    await _record_event(
-        session, report_id, operator, _role(operator), {"source": source, "flags": sorted(set(flags))}
-    )
     await session.commit()
     return report_id
 
@@ -292,13 +311,17 @@ def mask_phone(phone: str | None) -> str | None:
 _SELECT = """
 SELECT r.*, ST_X(r.geom) AS lon, ST_Y(r.geom) AS lat, c.name AS community_name, s.name AS street_name,
        k.name AS county_name, a.name AS area_name, k2.number AS case_number, k2.status AS case_status,
-       k2.unit_id AS case_unit_id
+       k2.unit_id AS case_unit_id, ph.photos
 FROM reports r
 LEFT JOIN regions c ON c.code = r.community_code
 LEFT JOIN regions s ON s.code = r.street_code
 LEFT JOIN regions k ON k.code = r.county_code
 LEFT JOIN management_areas a ON a.code = r.area_code
 LEFT JOIN cases k2 ON k2.id = r.case_id
+LEFT JOIN LATERAL (
+    SELECT coalesce(json_agg(json_build_object('id', p.id, 'sha256', p.sha256, 'purpose', p.purpose) ORDER BY p.id),
+                    '[]') AS photos
+    FROM photos p WHERE p.report_id = r.id) ph ON true
 """
 
 
@@ -315,7 +338,7 @@ def _region(code: str | None, name: str | None) -> dict[str, str] | None:
     return {"code": code, "name": name} if code else None
 
 
-def _shape(row: Any, photos: list[Any], viewer: Principal) -> dict[str, Any]:
+def _shape(row: Any, viewer: Principal) -> dict[str, Any]:
     sees_caller = viewer.has("operator", "supervisor")
     return {
         "id": row.id,
@@ -335,7 +358,7 @@ def _shape(row: Any, photos: list[Any], viewer: Principal) -> dict[str, Any]:
         "district": row.area_name,
         "snapped_m": row.snapped_m,
         "component_code": row.component_code,
-        "photos": photo_links(photos),
+        "photos": photo_links(row.photos),
         "flags": list(row.flags),
         "case": {"number": row.case_number, "status": row.case_status} if row.case_number else None,
         "caller": None
@@ -351,22 +374,11 @@ def _shape(row: Any, photos: list[Any], viewer: Principal) -> dict[str, Any]:
     }
 
 
-async def _photos_of(session: AsyncSession, report_ids: list[int]) -> dict[int, list[Any]]:
-    rows = await session.execute(
-        text("SELECT id, sha256, purpose, report_id FROM photos WHERE report_id = ANY(:r) ORDER BY id"),
-        {"r": report_ids},
-    )
-    out: dict[int, list[Any]] = {}
-    for r in rows:
-        out.setdefault(r.report_id, []).append(r)
-    return out
-
-
 async def get(session: AsyncSession, report_id: int, viewer: Principal) -> dict[str, Any]:
     row = (await session.execute(text(f"{_SELECT} WHERE r.id = :id"), {"id": report_id})).first()
     if row is None or not may_see(viewer, row):
         raise NotFound(f"no report {report_id}")  # 404 also for what the caller may not see
-    return _shape(row, (await _photos_of(session, [row.id])).get(row.id, []), viewer)
+    return _shape(row, viewer)
 
 
 async def changed_since(
@@ -383,5 +395,4 @@ async def changed_since(
             {"u": viewer.id, "since": since, "limit": limit},
         )
     ).all()
-    photos = await _photos_of(session, [r.id for r in rows])
-    return [_shape(r, photos.get(r.id, []), viewer) for r in rows]
+    return [_shape(r, viewer) for r in rows]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -101,20 +100,13 @@ async def checked_photos(form: Form, minimum: int, maximum: int = 9) -> list[Che
         raise
 
 
-def _thumbnails(store: PhotoStore, photos: list[CheckedPhoto]) -> None:
-    for photo in photos:
-        store.thumbnail(photo.sha256)
-
-
 @router.post(
     "",
     status_code=201,
     summary="Submit a report with photos (idempotent on client_id)",
     dependencies=[require("collector")],
 )
-async def submit(
-    request: Request, user: CurrentUser, session: DbSession, grids: Grids, background: BackgroundTasks
-) -> JSONResponse:
+async def submit(request: Request, user: CurrentUser, session: DbSession, grids: Grids) -> JSONResponse:
     store = photo_store(request)
     form = await read_form(request, store)
     try:
@@ -132,15 +124,12 @@ async def submit(
         raise
     if not created:
         discard(photos)  # a retry: the first request's files are the stored ones
-    else:
-        # Derivatives are made after the reply: image work stays off the request path.
-        background.add_task(asyncio.to_thread, _thumbnails, store, photos)
+    # Thumbnails and public renderings are made on first request (photos router), never here.
     body = await reports.get(session, report_id, user)
     return JSONResponse(
         body,
         status_code=201 if created else 200,
         headers={"Location": f"/api/v1/reports/{report_id}"},
-        background=background,
     )
 
 
