@@ -13,7 +13,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import errors
 from api.admin_db import dsn
 from api.db import Database
-from api.routers import accounts, admin, components, geo, grids, meta, photos, reference, reports
+from api.routers import (
+    accounts,
+    admin,
+    components,
+    geo,
+    grids,
+    meta,
+    photos,
+    reference,
+    reports,
+    tasks,
+    tracks,
+)
 from api.settings import Settings, get_settings
 from cases.photo_store import PhotoStore
 from cases.photos import sweep_orphans
@@ -65,6 +77,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.grid_index = None
     app.state.photo_store = PhotoStore(settings.photo_dir)
     errors.install(app)
-    for module in (meta, accounts, admin, reference, geo, components, grids, reports, photos):
+    for module in (meta, accounts, admin, reference, geo, components, grids, reports, photos, tasks, tracks):
         app.include_router(module.router)
     return app

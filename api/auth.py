@@ -44,7 +44,18 @@ _PRINCIPAL_KEY = "citygrid.principal"  # request scope: the principal once authe
 _ROLES_ATTR = "citygrid_roles"  # on require()'s check: the roles it admits
 
 
+_SESSION_KEY = "citygrid.session"  # request scope: the session the early auth check opened
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session: the one the early auth check opened, or a new one."""
+    early = request.scope.pop(_SESSION_KEY, None)
+    if early is not None:
+        try:
+            yield early
+        finally:
+            await early.close()
+        return
     async with request.app.state.db.sessions() as session:
         yield session
 
@@ -139,11 +150,17 @@ def _requirement(dependant: Dependant) -> _Requirement | None:
 
 async def _admit(request: Request, requirement: _Requirement) -> None:
     scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
-    # A session of its own, closed before the endpoint runs: one pooled connection, briefly.
-    async with request.app.state.db.sessions() as session:
+    # The session is handed on to the endpoint (``get_session``): one connection, one
+    # transaction a request. Refused callers get it closed here.
+    session = request.app.state.db.sessions()
+    try:
         user = await _principal(request, session, token if scheme.lower() == "bearer" else None)
-    for roles in requirement.role_sets:
-        _check_roles(user, roles)
+        for roles in requirement.role_sets:
+            _check_roles(user, roles)
+    except BaseException:
+        await session.close()
+        raise
+    request.scope[_SESSION_KEY] = session
 
 
 class AuthRoute(APIRoute):
@@ -159,6 +176,12 @@ class AuthRoute(APIRoute):
             overrides = getattr(request.app, "dependency_overrides", None) or {}
             if not any(call in overrides for call in requirement.calls):
                 await _admit(request, requirement)
-            return await handler(request)
+            try:
+                return await handler(request)
+            finally:
+                # An endpoint that took no DbSession leaves the early session to close here.
+                early = request.scope.pop(_SESSION_KEY, None)
+                if early is not None:
+                    await early.close()
 
         return authenticated_first

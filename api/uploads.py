@@ -126,7 +126,7 @@ class _Collector:
 
     def on_part_end(self) -> None:
         if self._file is not None:
-            self._file.staged.close()
+            self._file.staged.finish()
         else:
             self.form.fields[self._name] = self._value.decode("utf-8", "replace")
 

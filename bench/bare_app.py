@@ -19,6 +19,7 @@ from PIL import Image
 
 DSN = os.environ["BENCH_DSN"]
 FOLDER = Path(os.environ["BENCH_DIR"])
+FOLDER.mkdir(parents=True, exist_ok=True)
 
 
 @asynccontextmanager
@@ -27,7 +28,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.pool.execute(
         "CREATE TABLE IF NOT EXISTS bench_uploads (id bigserial PRIMARY KEY, name text, size int, meta text)"
     )
-    FOLDER.mkdir(parents=True, exist_ok=True)
     yield
     await app.state.pool.close()
 

@@ -160,9 +160,11 @@ async def main() -> None:
         env = {"DATABASE_URL": url, "CITYGRID_PHOTO_DIR": str(Path(folder) / "photos")}
         proc, base = _serve("api.main:app", env)
         try:
-            token = httpx.post(
-                f"{base}/api/v1/auth/token", data={"username": "collector01", "password": "citygrid-demo"}
-            ).json()["access_token"]
+            async with httpx.AsyncClient() as client:
+                signed_in = await client.post(
+                    f"{base}/api/v1/auth/token", data={"username": "collector01", "password": "citygrid-demo"}
+                )
+            token = signed_in.json()["access_token"]
             ours = await _load(
                 f"{base}/api/v1/reports", args.n, args.c, report_files, {"Authorization": f"Bearer {token}"}
             )

@@ -43,7 +43,13 @@ class StagedFile:
         self._hash.update(data)
         self.size += len(data)
 
+    def finish(self) -> None:
+        """All bytes received; the fsync waits for :meth:`close` (off the event loop)."""
+        if self._file is not None:
+            self._file.flush()
+
     def close(self) -> None:
+        """Flush to disk and close: durable from here on."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -77,11 +83,12 @@ class PhotoStore:
         return self.objects / sha256[:2] / sha256[2:4] / sha256
 
     def commit(self, staged: StagedFile) -> Path:
-        """Move a closed (fsynced) upload to its content address; durable on return."""
+        """Move an upload to its content address; durable (file and folder fsynced) on return."""
         target = self.path_of(staged.sha256)
         if target.exists():  # same bytes stored before: keep the first copy
             staged.discard()
             return target
+        staged.close()
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.path, target)
         _fsync_dir(target.parent)

@@ -157,7 +157,9 @@ async def sweep_orphans(
     candidates = [sha for sha, mtime in await asyncio.to_thread(store.stored) if mtime < cutoff]
     if candidates:
         known = set(
-            await session.scalars(text("SELECT sha256 FROM photos WHERE sha256 = ANY(:s)"), {"s": candidates})
+            await session.scalars(
+                text("SELECT sha256 FROM photos WHERE sha256 = ANY(CAST(:s AS bpchar[]))"), {"s": candidates}
+            )
         )
         for sha in candidates:
             if sha not in known:

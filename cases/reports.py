@@ -2,8 +2,8 @@
 
 A collector's submission is idempotent on (collector, ``client_id``): the same content sent
 again answers with the stored report; different content under the same ``client_id`` is a
-conflict. Two racing submissions serialise on a transaction-level advisory lock, so the later
-one waits for the first to commit and then finds it.
+conflict. Two racing submissions serialise on the unique index of (collector, client_id): the later
+INSERT waits for the first transaction to commit, then finds its row.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ReportInput:
 _MATTER = """
 SELECT m.code, m.kind, m.component_class,
        EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat,
-       EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:shas AS text[])) AND p.report_id IS NOT NULL)
+       EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:shas AS bpchar[])) AND p.report_id IS NOT NULL)
            AS photo_reused
 FROM matter_classes m WHERE m.code = :c AND m.active
 """
@@ -129,6 +129,7 @@ VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category
     :crs, :in_lon, :in_lat, :accuracy, :address, :grid, :community, :street, :county,
     :area, :snapped, :component, :caller_name, :caller_phone, :flags, coalesce(:observed_at, now()),
     ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
+ON CONFLICT (collector_id, client_id) DO NOTHING
 RETURNING id
 """
 
@@ -177,26 +178,12 @@ async def submit(
     data: ReportInput,
     photos: list[CheckedPhoto],
     index: GridIndex | None = None,
-) -> tuple[int, bool]:
-    """Take a collector's report; (report id, created). Commits before returning."""
+) -> tuple[dict[str, Any], bool]:
+    """Take a collector's report; (the report as stored, created). Commits before returning."""
     assert data.client_id
     where = await locate(session, data.lon, data.lat, data.crs, index)  # 422 beyond 50 m
     matter = await _matter(session, data.category, data.kind, where.grid, collector.id, photos)
     content_hash = data.content_hash([p.sha256 for p in photos])
-    # Serialise submissions of the same (collector, client_id): the later waits for the first.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"report:{collector.id}:{data.client_id}"},
-    )
-    existing = await _existing(session, collector.id, data.client_id)
-    if existing is not None:
-        await session.rollback()
-        if existing.content_hash != content_hash:
-            raise ClientIdConflict(
-                f"client_id {data.client_id} was already used for a different report ({existing.id})",
-                errors=[{"field": "client_id", "message": "already used for other content"}],
-            )
-        return existing.id, False
     component_code, flags = await _component(session, matter, data, where)
     if where.snapped_m is not None:
         flags.append("snapped_to_grid")
@@ -227,9 +214,21 @@ async def submit(
             flags=sorted(set(flags)),
         ),
     )
+    if report_id is None:
+        # The same (collector, client_id) exists: the unique index made this INSERT wait for a
+        # racing first submission to commit; now compare contents.
+        existing = await _existing(session, collector.id, data.client_id)
+        await session.rollback()
+        if existing.content_hash != content_hash:
+            raise ClientIdConflict(
+                f"client_id {data.client_id} was already used for a different report ({existing.id})",
+                errors=[{"field": "client_id", "message": "already used for other content"}],
+            )
+        return await get(session, existing.id, collector), False
     await store_photos(session, store, photos, purpose="report", report_id=report_id)
+    body = await get(session, report_id, collector)  # read in the same transaction: one less round trip
     await session.commit()  # the 201 means: on disk
-    return report_id, True
+    return body, True
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,7 @@ async def intake(
     caller: Caller,
     photos: list[CheckedPhoto],
     index: GridIndex | None = None,
-) -> int:
+) -> dict[str, Any]:
     """A report from the hotline, the public or an inspection, typed in by an operator.
 
     Outside the gridded area it is still recorded, flagged ``outside_grids``: no call is lost.
@@ -290,8 +289,9 @@ async def intake(
         ),
     )
     await store_photos(session, store, photos, purpose="report", report_id=report_id)
+    body = await get(session, report_id, operator)
     await session.commit()
-    return report_id
+    return body
 
 
 def _role(user: Principal) -> str:

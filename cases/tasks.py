@@ -168,9 +168,9 @@ def _iso(value: datetime | None) -> str | None:
 class _Photos:
     """The photos of a page of tasks, by what they belong to."""
 
-    by_report: dict[int, list[Any]]
-    by_case: dict[int, list[Any]]
-    by_task: dict[int, list[Any]]
+    by_report: dict[int, list[dict[str, Any]]]
+    by_case: dict[int, list[dict[str, Any]]]
+    by_task: dict[int, list[dict[str, Any]]]
 
 
 async def _photos(session: AsyncSession, rows: list[Any]) -> _Photos:
@@ -184,13 +184,13 @@ async def _photos(session: AsyncSession, rows: list[Any]) -> _Photos:
         {"r": reports, "c": cases, "t": [r.id for r in rows]},
     )
     out = _Photos({}, {}, {})
-    for p in found:
-        if p.task_id is not None:
-            out.by_task.setdefault(p.task_id, []).append(p)
-        elif p.case_id is not None:
-            out.by_case.setdefault(p.case_id, []).append(p)
-        elif p.report_id is not None:
-            out.by_report.setdefault(p.report_id, []).append(p)
+    for p in found.mappings():
+        if p["task_id"] is not None:
+            out.by_task.setdefault(p["task_id"], []).append(dict(p))
+        elif p["case_id"] is not None:
+            out.by_case.setdefault(p["case_id"], []).append(dict(p))
+        elif p["report_id"] is not None:
+            out.by_report.setdefault(p["report_id"], []).append(dict(p))
     return out
 
 

@@ -92,6 +92,9 @@ async def record(session: AsyncSession, collector_id: int, points: Sequence[Trac
             errors=[{"field": "points", "message": f"at most {MAX_POINTS}"}],
         )
     xs, ys = _to_cgcs2000(points)
+    # SQLAlchemy sends BEGIN lazily, with its first statement: without one, the raw statements
+    # below would each autocommit (and ON COMMIT DELETE ROWS empty the staging between them).
+    await session.execute(text("SELECT 1"))
     conn = await raw_connection(session)
     await conn.execute(_STAGING)
     await conn.execute(
@@ -111,9 +114,7 @@ async def readable_collector(session: AsyncSession, viewer: Principal, username:
     """
     if username is None or (viewer.has("collector") and username == viewer.username):
         if not viewer.has("collector"):
-            raise InvalidInput(
-                "name the collector", errors=[{"field": "collector", "message": "required"}]
-            )
+            raise InvalidInput("name the collector", errors=[{"field": "collector", "message": "required"}])
         return viewer.id
     if not viewer.has(*READ_ALL):
         raise Forbidden("a collector may read only their own track")
@@ -144,6 +145,12 @@ async def read(
         {"u": collector_id, "since": since, "until": until, "limit": limit},
     )
     return [
-        {"t": r.t.isoformat(), "lon": r.lon, "lat": r.lat, "accuracy_m": r.accuracy_m, "grid": r.grid_code}
-        for r in rows
+        {
+            "t": r["t"].isoformat(),
+            "lon": r["lon"],
+            "lat": r["lat"],
+            "accuracy_m": r["accuracy_m"],
+            "grid": r["grid_code"],
+        }
+        for r in rows.mappings()
     ]

@@ -116,7 +116,7 @@ async def submit(request: Request, user: CurrentUser, session: DbSession, grids:
         raise
     photos = await checked_photos(form, minimum=1)
     try:
-        report_id, created = await reports.submit(
+        body, created = await reports.submit(
             session, store, user, part.to_input(part.client_id), photos, grids
         )
     except BaseException:
@@ -125,11 +125,8 @@ async def submit(request: Request, user: CurrentUser, session: DbSession, grids:
     if not created:
         discard(photos)  # a retry: the first request's files are the stored ones
     # Thumbnails and public renderings are made on first request (photos router), never here.
-    body = await reports.get(session, report_id, user)
     return JSONResponse(
-        body,
-        status_code=201 if created else 200,
-        headers={"Location": f"/api/v1/reports/{report_id}"},
+        body, status_code=201 if created else 200, headers={"Location": f"/api/v1/reports/{body['id']}"}
     )
 
 
@@ -153,7 +150,7 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
     else:
         part = parse_part(IntakePart, await request.body(), "report")
     try:
-        report_id = await reports.intake(
+        body = await reports.intake(
             session,
             store,
             user,
@@ -166,8 +163,7 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
     except BaseException:
         discard(photos)
         raise
-    body = await reports.get(session, report_id, user)
-    return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/reports/{report_id}"})
+    return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/reports/{body['id']}"})
 
 
 @router.get("/{report_id}", summary="One report (a collector sees only their own)")

@@ -25,7 +25,7 @@ class ResultPart(BaseModel):
 
     client_id: str = Field(min_length=8, max_length=100)
     outcome: Literal["confirmed", "not_found", "fixed", "not_fixed"]
-    note: str = Field(default="", max_length=2000)
+    note: str | None = Field(default=None, max_length=2000)
     location: Location
 
     def to_input(self) -> tasks.ResultInput:
@@ -36,7 +36,7 @@ class ResultPart(BaseModel):
             lat=self.location.lat,
             crs=self.location.crs.value,
             accuracy_m=self.location.accuracy_m,
-            note=self.note,
+            note=self.note or "",  # absent, null and "" are the same note
         )
 
 

@@ -21,6 +21,7 @@ MB = 1024 * 1024
 # unparsed, and drained up to a cap so that the client can read the 413.
 MAX_BODY_BYTES = 8 * MB
 DRAIN_CAP_BYTES = 64 * MB
+MAX_ERRORS = 50  # a batch of garbage names its first bad fields, not 10,000 of them
 
 
 class PointPart(BaseModel):
@@ -43,7 +44,6 @@ class TrackBatch(BaseModel):
 async def _body(request: Request) -> bytes:
     """The request body, refused with 413 beyond ``MAX_BODY_BYTES`` (after draining the rest)."""
     declared = request.headers.get("content-length", "")
-    too_large = PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES // MB} MB")
     chunks, seen = [], 0
     refused = declared.isdigit() and int(declared) > MAX_BODY_BYTES
     async for chunk in request.stream():
@@ -56,7 +56,7 @@ async def _body(request: Request) -> bytes:
             continue
         chunks.append(chunk)
     if refused:
-        raise too_large
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES // MB} MB")
     return b"".join(chunks)
 
 
@@ -78,7 +78,10 @@ def _parse(raw: bytes) -> TrackBatch:
     try:
         return TrackBatch.model_validate(data)
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(x) for x in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+        errors = [
+            {"field": ".".join(str(x) for x in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors()[:MAX_ERRORS]
+        ]
         raise InvalidInput("; ".join(f"{x['field']}: {x['message']}" for x in errors), errors=errors) from exc
 
 
