@@ -73,6 +73,38 @@ def photo_flags(
     return sorted(set(flags))
 
 
+# The rows of photos given as arrays (``photo_params``), for an INSERT … SELECT.
+PHOTO_ROWS = (
+    "SELECT sha, ct, size, w, h, CAST(exif AS jsonb) AS exif, taken, "
+    "CASE WHEN lon IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(lon, lat), 4490) END AS geom, n "
+    "FROM unnest(CAST(:ph_sha AS text[]), CAST(:ph_ct AS text[]), CAST(:ph_size AS int[]), CAST(:ph_w AS int[]), "
+    "CAST(:ph_h AS int[]), CAST(:ph_exif AS text[]), CAST(:ph_taken AS timestamptz[]), CAST(:ph_lon AS float8[]), "
+    "CAST(:ph_lat AS float8[])) WITH ORDINALITY AS u(sha, ct, size, w, h, exif, taken, lon, lat, n)"
+)
+PHOTO_COLUMNS = "sha256, content_type, size_bytes, width, height, exif, taken_at, geom"
+
+
+def photo_params(photos: list[CheckedPhoto]) -> dict[str, list[Any]]:
+    tags = [p.info.geotag for p in photos]
+    return {
+        "ph_sha": [p.sha256 for p in photos],
+        "ph_ct": [p.info.content_type for p in photos],
+        "ph_size": [p.staged.size for p in photos],
+        "ph_w": [p.info.width for p in photos],
+        "ph_h": [p.info.height for p in photos],
+        "ph_exif": [_json(t.as_dict()) for t in tags],
+        "ph_taken": [p.taken_at() for p in photos],
+        "ph_lon": [t.lon for t in tags],
+        "ph_lat": [t.lat for t in tags],
+    }
+
+
+async def commit_files(store: PhotoStore, photos: list[CheckedPhoto]) -> None:
+    """Make the files durable (fsync, rename) before the database commit that records them."""
+    if photos:
+        await asyncio.to_thread(lambda: [store.commit(p.staged) for p in photos])
+
+
 async def store_photos(
     session: AsyncSession,
     store: PhotoStore,
@@ -83,37 +115,17 @@ async def store_photos(
     task_id: int | None = None,
     case_id: int | None = None,
 ) -> list[int]:
-    """Make the files durable (fsync, rename) and record them; the caller commits afterwards."""
+    """Make the files durable and record them; the caller commits afterwards."""
     if not photos:
         return []
-    await asyncio.to_thread(lambda: [store.commit(p.staged) for p in photos])
-    tags = [p.info.geotag for p in photos]
+    await commit_files(store, photos)
     rows = await session.scalars(
         text(
-            "INSERT INTO photos (sha256, report_id, task_id, case_id, purpose, content_type, size_bytes, "
-            "width, height, exif, taken_at, geom) "
-            "SELECT sha, :r, :t, :c, :purpose, ct, size, w, h, CAST(exif AS jsonb), taken, "
-            "CASE WHEN lon IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(lon, lat), 4490) END "
-            "FROM unnest(CAST(:sha AS text[]), CAST(:ct AS text[]), CAST(:size AS int[]), CAST(:w AS int[]), "
-            "CAST(:h AS int[]), CAST(:exif AS text[]), CAST(:taken AS timestamptz[]), CAST(:lon AS float8[]), "
-            "CAST(:lat AS float8[])) WITH ORDINALITY AS u(sha, ct, size, w, h, exif, taken, lon, lat, n) "
+            f"INSERT INTO photos (report_id, task_id, case_id, purpose, {PHOTO_COLUMNS}) "
+            f"SELECT :r, :t, :c, :purpose, sha, ct, size, w, h, exif, taken, geom FROM ({PHOTO_ROWS}) u "
             "ORDER BY n RETURNING id"
         ),
-        {
-            "r": report_id,
-            "t": task_id,
-            "c": case_id,
-            "purpose": purpose,
-            "sha": [p.sha256 for p in photos],
-            "ct": [p.info.content_type for p in photos],
-            "size": [p.staged.size for p in photos],
-            "w": [p.info.width for p in photos],
-            "h": [p.info.height for p in photos],
-            "exif": [_json(t.as_dict()) for t in tags],
-            "taken": [p.taken_at() for p in photos],
-            "lon": [t.lon for t in tags],
-            "lat": [t.lat for t in tags],
-        },
+        {"r": report_id, "t": task_id, "c": case_id, "purpose": purpose, **photo_params(photos)},
     )
     return list(rows)
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import text
@@ -19,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal
 from cases.photo_store import PhotoStore
-from cases.photos import CheckedPhoto, photo_flags, photo_links, store_photos
+from cases.photos import (
+    PHOTO_COLUMNS,
+    PHOTO_ROWS,
+    CheckedPhoto,
+    commit_files,
+    photo_flags,
+    photo_links,
+    photo_params,
+)
 from geo import components
 from geo.crs import to_cgcs2000
 from geo.errors import Conflict, InvalidInput, NotFound, OutsideJurisdiction
@@ -130,7 +139,7 @@ VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category
     :area, :snapped, :component, :caller_name, :caller_phone, :flags, coalesce(:observed_at, now()),
     ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
 ON CONFLICT (collector_id, client_id) DO NOTHING
-RETURNING id
+RETURNING id, received_at, updated_at, observed_at
 """
 
 
@@ -159,15 +168,83 @@ def _row(data: ReportInput, where: Location | None, lon: float, lat: float, **ex
 
 
 async def _insert(
-    session: AsyncSession, actor: Principal, role: str, payload: dict, row: dict[str, Any]
-) -> int:
-    """Insert the report and its first event (``report``, to ``received``) in one statement."""
-    return await session.scalar(
-        text(
-            f"WITH r AS ({_INSERT}), e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, "
-            "payload) SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r) SELECT id FROM r"
-        ),
-        {**row, "actor": actor.id, "role": role, "payload": json.dumps(payload, ensure_ascii=False)},
+    session: AsyncSession,
+    store: PhotoStore,
+    actor: Principal,
+    role: str,
+    payload: dict,
+    row: dict[str, Any],
+    photos: list[CheckedPhoto],
+) -> Any:
+    """Insert the report, its first event (``report`` → ``received``) and its photos in one
+    statement, the photo files made durable first. None when (collector, client_id) exists.
+    """
+    await commit_files(store, photos)
+    return (
+        await session.execute(
+            text(
+                f"WITH r AS ({_INSERT}), "
+                "e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
+                "      SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r), "
+                f"p AS (INSERT INTO photos (report_id, purpose, {PHOTO_COLUMNS}) "
+                f"      SELECT r.id, 'report', sha, ct, size, w, h, exif, taken, geom FROM r, ({PHOTO_ROWS}) u "
+                "      ORDER BY n RETURNING id, sha256, purpose) "
+                "SELECT r.id, r.received_at, r.updated_at, r.observed_at, "
+                "  (SELECT coalesce(json_agg(json_build_object('id', p.id, 'sha256', p.sha256, 'purpose', p.purpose) "
+                "   ORDER BY p.id), '[]') FROM p) AS photos FROM r"
+            ),
+            {
+                **row,
+                **photo_params(photos),
+                "actor": actor.id,
+                "role": role,
+                "payload": json.dumps(payload, ensure_ascii=False),
+            },
+        )
+    ).first()
+
+
+def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: list[str]) -> SimpleNamespace:
+    """The row ``get`` would read back, from what was just inserted (no second query)."""
+    return SimpleNamespace(
+        **{
+            k: row[k]
+            for k in (
+                "client_id",
+                "source",
+                "kind",
+                "category",
+                "description",
+                "address",
+                "caller_name",
+                "caller_phone",
+                "collector_id",
+            )
+        },
+        id=inserted.id,
+        status="received",
+        lon=row["lon"],
+        lat=row["lat"],
+        accuracy_m=row["accuracy"],
+        grid_code=row["grid"],
+        community_code=row["community"],
+        street_code=row["street"],
+        county_code=row["county"],
+        snapped_m=row["snapped"],
+        component_code=row["component"],
+        community_name=where.community[1] if where else None,
+        street_name=where.street[1] if where else None,
+        county_name=where.county[1] if where else None,
+        area_name=where.area[1] if where else None,
+        photos=inserted.photos,
+        flags=flags,
+        case_number=None,
+        case_status=None,
+        case_unit_id=None,
+        reject_reason=None,
+        received_at=inserted.received_at,
+        updated_at=inserted.updated_at,
+        observed_at=inserted.observed_at,
     )
 
 
@@ -194,27 +271,23 @@ async def submit(
     flags += photo_flags(photos, where.lon, where.lat, data.observed_at)
     if matter.photo_reused:
         flags.append("photo_reused")
-    report_id = await _insert(
-        session,
-        collector,
-        "collector",
-        {"flags": sorted(set(flags))},
-        _row(
-            data,
-            where,
-            where.lon,
-            where.lat,
-            source="collector",
-            collector_id=collector.id,
-            created_by=collector.id,
-            hash=content_hash,
-            component=component_code,
-            caller_name=None,
-            caller_phone=None,
-            flags=sorted(set(flags)),
-        ),
+    flags = sorted(set(flags))
+    row = _row(
+        data,
+        where,
+        where.lon,
+        where.lat,
+        source="collector",
+        collector_id=collector.id,
+        created_by=collector.id,
+        hash=content_hash,
+        component=component_code,
+        caller_name=None,
+        caller_phone=None,
+        flags=flags,
     )
-    if report_id is None:
+    inserted = await _insert(session, store, collector, "collector", {"flags": flags}, row, photos)
+    if inserted is None:
         # The same (collector, client_id) exists: the unique index made this INSERT wait for a
         # racing first submission to commit; now compare contents.
         existing = await _existing(session, collector.id, data.client_id)
@@ -225,10 +298,8 @@ async def submit(
                 errors=[{"field": "client_id", "message": "already used for other content"}],
             )
         return await get(session, existing.id, collector), False
-    await store_photos(session, store, photos, purpose="report", report_id=report_id)
-    body = await get(session, report_id, collector)  # read in the same transaction: one less round trip
     await session.commit()  # the 201 means: on disk
-    return body, True
+    return _shape(_stored(inserted, row, where, flags), collector), True
 
 
 @dataclass(frozen=True)
@@ -268,30 +339,26 @@ async def intake(
     flags += photo_flags(photos, lon, lat, data.observed_at)
     if matter.photo_reused:
         flags.append("photo_reused")
-    report_id = await _insert(
-        session,
-        operator,
-        _role(operator),
-        {"source": source, "flags": sorted(set(flags))},
-        _row(
-            data,
-            where,
-            lon,
-            lat,
-            source=source,
-            collector_id=None,
-            created_by=operator.id,
-            hash=None,
-            component=component_code,
-            caller_name=caller.name,
-            caller_phone=caller.phone,
-            flags=sorted(set(flags)),
-        ),
+    flags = sorted(set(flags))
+    row = _row(
+        data,
+        where,
+        lon,
+        lat,
+        source=source,
+        collector_id=None,
+        created_by=operator.id,
+        hash=None,
+        component=component_code,
+        caller_name=caller.name,
+        caller_phone=caller.phone,
+        flags=flags,
     )
-    await store_photos(session, store, photos, purpose="report", report_id=report_id)
-    body = await get(session, report_id, operator)
+    inserted = await _insert(
+        session, store, operator, _role(operator), {"source": source, "flags": flags}, row, photos
+    )
     await session.commit()
-    return body
+    return _shape(_stored(inserted, row, where, flags), operator)
 
 
 def _role(user: Principal) -> str:
