@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     ARRAY,
     CHAR,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -119,6 +120,7 @@ class Report(Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     flags: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
     observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -174,6 +176,11 @@ class Case(Base):
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     flags: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    deadline_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    stage: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    handle_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("dispatch_rules.id", ondelete="SET NULL"))
     filed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -242,3 +249,23 @@ class SeedRun(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CalendarDay(Base):
+    """A holiday or make-up working day (调休) entered by an administrator."""
+
+    __tablename__ = "calendar_days"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    entered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Setting(Base):
+    """A setting of the command center, e.g. who may file, whether a passed check closes."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[dict] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
