@@ -16,6 +16,7 @@ from api.db import Database
 from api.routers import (
     accounts,
     admin,
+    calendar,
     components,
     geo,
     grids,
@@ -25,6 +26,7 @@ from api.routers import (
     reports,
     tasks,
     tracks,
+    workflow,
 )
 from api.settings import Settings, get_settings
 from cases.photo_store import PhotoStore
@@ -77,6 +79,20 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.state.grid_index = None
     app.state.photo_store = PhotoStore(settings.photo_dir)
     errors.install(app)
-    for module in (meta, accounts, admin, reference, geo, components, grids, reports, photos, tasks, tracks):
+    for module in (
+        meta,
+        accounts,
+        admin,
+        reference,
+        geo,
+        components,
+        grids,
+        reports,
+        photos,
+        tasks,
+        tracks,
+        calendar,
+        workflow,
+    ):
         app.include_router(module.router)
     return app

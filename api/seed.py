@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cases import demo_rules
 from cases import seed as cases_seed
 from geo import boundaries
 from grids import demo
@@ -25,6 +26,7 @@ _INPUTS = [
     Path(demo.__file__),
     Path(grids_seed.__file__),
     Path(cases_seed.__file__),
+    Path(demo_rules.__file__),
     Path(boundaries.__file__),
     Path(__file__),
     *sorted(boundaries.DATA.glob("*.geojson")),
@@ -66,6 +68,7 @@ async def seed_huaihua(session: AsyncSession, password: str | None, force: bool 
     await cases_seed.load_catalogue(session)
     units = cases_seed.demo_units((s.code, s.name, s.area_code) for s in city.streets)
     await cases_seed.load_units(session, units)
+    await demo_rules.load_demo_rules(session)
     await grids_seed.load_components(session, city, cases_seed.component_owner)
     people = cases_seed.demo_people(units)
     new_accounts = await cases_seed.load_people(session, people, password)

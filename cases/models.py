@@ -180,6 +180,8 @@ class Case(Base):
     stage: Mapped[str | None] = mapped_column(Text)
     signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     handle_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    yellow_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stage_total_s: Mapped[float | None] = mapped_column(Float)
     rule_id: Mapped[int | None] = mapped_column(ForeignKey("dispatch_rules.id", ondelete="SET NULL"))
     filed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

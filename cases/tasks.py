@@ -24,11 +24,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal
+from cases.lifecycle import InvalidTransition
 from cases.photo_store import PhotoStore
 from cases.photos import CheckedPhoto, photo_links, store_photos
 from cases.reports import ClientIdConflict
 from geo.crs import to_cgcs2000
-from geo.errors import Conflict, InvalidInput, NotFound
+from geo.errors import InvalidInput, NotFound
 
 KINDS: Final = ("verify", "check")
 STATUSES: Final = ("open", "done", "cancelled")
@@ -48,13 +49,6 @@ the commit: the case workflow registers here how a result moves its report or ca
 ``report_id``, ``case_id``, ``collector_id``, ``outcome``, ``note``, ``lon``, ``lat``,
 ``done_at`` and ``photo_ids``. A hook that raises undoes the whole result (nothing is stored);
 a ``DomainError`` reaches the client as its problem (e.g. 409)."""
-
-
-class InvalidTransition(Conflict):
-    """The task is no longer open (done with another result, or cancelled)."""
-
-    code = "invalid_transition"
-    title = "Not allowed in the current state"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,26 @@ AREA_BOXES = {
     "ZF": (109.93, 27.40, 109.965, 27.45),
 }
 COMPONENT_CLASSES = {
-    "01001", "01002", "01003", "01004", "01005", "01006", "01007", "01011", "01013", "01030",
-    "01037", "01048", "01060", "02004", "02012", "02014", "02017", "03001", "03005", "04002",
+    "01001",
+    "01002",
+    "01003",
+    "01004",
+    "01005",
+    "01006",
+    "01007",
+    "01011",
+    "01013",
+    "01030",
+    "01037",
+    "01048",
+    "01060",
+    "02004",
+    "02012",
+    "02014",
+    "02017",
+    "03001",
+    "03005",
+    "04002",
 }
 _TO_METRIC = Transformer.from_crs("EPSG:4490", "EPSG:4546", always_xy=True)
 
@@ -69,7 +87,11 @@ def test_areas_streets_and_total(city: demo.DemoCity) -> None:
     assert [a.code for a in city.areas] == ["HC", "JK", "GX", "ZF"]
     assert [a.name for a in city.areas] == ["鹤城区", "经开区", "高新区", "中方县"]
     assert [a.full_name for a in city.areas] == [
-        "鹤城区", "怀化经济技术开发区", "怀化高新技术产业开发区", "中方县"]
+        "鹤城区",
+        "怀化经济技术开发区",
+        "怀化高新技术产业开发区",
+        "中方县",
+    ]
     assert {a.code: a.county_code for a in city.areas} == AREA_COUNTY
     per_area = Counter(s.area_code for s in city.streets)
     assert per_area == {"HC": 6, "JK": 2, "GX": 2, "ZF": 2}
@@ -137,9 +159,7 @@ def test_unions_equal_outlines(city: demo.DemoCity, grids_m: list[Polygon]) -> N
         assert isinstance(region.geom, MultiPolygon) and region.geom.is_valid, region.code
 
 
-def test_every_grid_in_exactly_one_community(
-    city: demo.DemoCity, grids_m: list[Polygon]
-) -> None:
+def test_every_grid_in_exactly_one_community(city: demo.DemoCity, grids_m: list[Polygon]) -> None:
     communities = [metric(c.geom) for c in city.communities]
     codes = np.array([c.code for c in city.communities])
     grids = np.asarray(grids_m, dtype=object)
@@ -175,8 +195,7 @@ def test_codes(city: demo.DemoCity) -> None:
         assert street.level == "street" and len(street.code) == 9
         validate_region(street.code)
     # Street codes continue per county: 鹤城区's streets first, then 经开区's.
-    assert [s.code for s in city.streets if s.area_code == "HC"] == [
-        f"431202{i:03d}" for i in range(1, 7)]
+    assert [s.code for s in city.streets if s.area_code == "HC"] == [f"431202{i:03d}" for i in range(1, 7)]
     assert [s.code for s in city.streets if s.area_code == "JK"] == ["431202007", "431202008"]
     assert [s.code for s in city.streets if s.area_code == "GX"] == ["431221001", "431221002"]
     assert [s.code for s in city.streets if s.area_code == "ZF"] == ["431221003", "431221004"]
@@ -213,9 +232,7 @@ def test_names(city: demo.DemoCity) -> None:
     assert all(re.fullmatch(r"\w+(路|街|巷|大道)", r.name) for r in city.roads)
 
 
-def test_grids_numbered_west_to_east_north_to_south(
-    city: demo.DemoCity, grids_m: list[Polygon]
-) -> None:
+def test_grids_numbered_west_to_east_north_to_south(city: demo.DemoCity, grids_m: list[Polygon]) -> None:
     by_community: dict[str, list[int]] = defaultdict(list)
     for i, grid in enumerate(city.grids):
         by_community[grid.community_code].append(i)
@@ -284,8 +301,9 @@ def test_not_a_lattice(city: demo.DemoCity, grids_m: list[Polygon]) -> None:
     areas = np.array([g.area for g in grids_m])
     assert areas.std() / areas.mean() > 0.1
     # Arterials bend: longer than the straight line between their ends.
-    arterials = [metric(r.geom) for r in city.roads
-                 if r.kind == "arterial" and r.geom.geom_type == "LineString"]
+    arterials = [
+        metric(r.geom) for r in city.roads if r.kind == "arterial" and r.geom.geom_type == "LineString"
+    ]
     bent = [a for a in arterials if a.length > 1.0005 * Point(a.coords[0]).distance(Point(a.coords[-1]))]
     assert len(bent) > len(arterials) / 2
 
@@ -294,8 +312,7 @@ def test_deterministic(city: demo.DemoCity, counties: dict[str, BaseGeometry]) -
     again = demo.generate(counties)
     assert [g.code for g in again.grids] == [g.code for g in city.grids]
     assert [c.code for c in again.communities] == [c.code for c in city.communities]
-    assert [(c.code, c.name) for c in again.communities] == [
-        (c.code, c.name) for c in city.communities]
+    assert [(c.code, c.name) for c in again.communities] == [(c.code, c.name) for c in city.communities]
     assert [(r.name, r.kind) for r in again.roads] == [(r.name, r.kind) for r in city.roads]
     assert [c.code for c in again.components] == [c.code for c in city.components]
     for a, b in zip(again.grids[::97], city.grids[::97], strict=True):

@@ -113,9 +113,7 @@ def as_pillow(value: Any) -> Any:
     pairs = (
         isinstance(value, tuple)
         and value
-        and all(
-            isinstance(v, tuple) and len(v) == 2 and all(type(n) is int for n in v) for v in value
-        )
+        and all(isinstance(v, tuple) and len(v) == 2 and all(type(n) is int for n in v) for v in value)
     )
     return tuple(IFDRational(n, d) for n, d in value) if pairs else value
 
@@ -473,9 +471,7 @@ def test_gps_pointer_to_garbage(pointer: int) -> None:
 
 @pytest.mark.parametrize("keep", [6, 7, 10, 14, 30, 60, 100, -40, -10])
 def test_truncated_exif_blocks(keep: int) -> None:
-    raw = exif_bytes(
-        gps_ifd(GPSAltitude=(5, 1)), {piexif.ExifIFD.DateTimeOriginal: "2026:11:26 09:31:00"}
-    )
+    raw = exif_bytes(gps_ifd(GPSAltitude=(5, 1)), {piexif.ExifIFD.DateTimeOriginal: "2026:11:26 09:31:00"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tag = read_geotag_file(jpeg(exif=raw[:keep]))
@@ -609,9 +605,7 @@ def test_declared_name_does_not_matter(tmp_path: Path) -> None:
 
 def test_multi_picture_jpeg_is_a_jpeg(tmp_path: Path) -> None:
     buffer = io.BytesIO()
-    Image.new("RGB", (32, 16)).save(
-        buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (32, 16))]
-    )
+    Image.new("RGB", (32, 16)).save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (32, 16))])
     info = inspect_image(write(tmp_path / "stereo.jpg", buffer.getvalue()))
     assert (info.format, info.content_type) == ("JPEG", "image/jpeg")
 

@@ -5,7 +5,6 @@ Revises: 0003
 Create Date: 2026-11-27
 """
 
-from alembic import op
 
 from migrations.script import run
 
@@ -50,6 +49,10 @@ ALTER TABLE cases ADD COLUMN deadline_provisional boolean NOT NULL DEFAULT false
 ALTER TABLE cases ADD COLUMN stage text;
 ALTER TABLE cases ADD COLUMN signed_at timestamptz;
 ALTER TABLE cases ADD COLUMN handle_deadline_at timestamptz;
+-- When 80 % of the stage's counting time is used (the yellow light), so lights are a query.
+ALTER TABLE cases ADD COLUMN yellow_at timestamptz;
+-- The stage's whole counting time (s), kept so a resumed stage still lights yellow at 80 %.
+ALTER TABLE cases ADD COLUMN stage_total_s double precision;
 ALTER TABLE cases ADD COLUMN rule_id integer REFERENCES dispatch_rules (id) ON DELETE SET NULL;
 ALTER TABLE reports ADD COLUMN verified boolean NOT NULL DEFAULT false;
 CREATE INDEX cases_status ON cases (status) WHERE status NOT IN ('closed', 'cancelled');
@@ -69,6 +72,8 @@ DROP INDEX cases_escalated;
 DROP INDEX cases_status;
 ALTER TABLE reports DROP COLUMN verified;
 ALTER TABLE cases DROP COLUMN rule_id;
+ALTER TABLE cases DROP COLUMN stage_total_s;
+ALTER TABLE cases DROP COLUMN yellow_at;
 ALTER TABLE cases DROP COLUMN handle_deadline_at;
 ALTER TABLE cases DROP COLUMN signed_at;
 ALTER TABLE cases DROP COLUMN stage;
