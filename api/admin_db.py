@@ -99,14 +99,27 @@ async def ensure_seeded(settings: Settings, name: str, password: str | None) -> 
 
     Used as the test suite's template and by the benchmarks; True when (re)built.
     """
+    fp = seeded_fingerprint()
+    if await database_comment(settings, name) == fp:
+        return False
+    # Several test runs may start at once: one builds, the others wait and then find it built.
+    lock = await _admin_connection(settings)
+    try:
+        await lock.execute("SELECT pg_advisory_lock(hashtext($1))", f"seeded:{name}")
+        if await database_comment(settings, name) == fp:
+            return False
+        await _build(settings, name, password, fp)
+    finally:
+        await lock.close()  # releases the lock
+    return True
+
+
+async def _build(settings: Settings, name: str, password: str | None, fp: str) -> None:
     import asyncio
 
     from api.db import Database
     from api.seed import seed_huaihua
 
-    fp = seeded_fingerprint()
-    if await database_comment(settings, name) == fp:
-        return False
     await drop_database(settings, name)
     await create_database(settings, name)
     url = settings.url_for(name)
@@ -122,4 +135,3 @@ async def ensure_seeded(settings: Settings, name: str, password: str | None) -> 
         await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{fp}'")
     finally:
         await conn.close()
-    return True

@@ -182,6 +182,10 @@ class Case(Base):
     handle_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     yellow_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stage_total_s: Mapped[float | None] = mapped_column(Float)
+    rule_set: Mapped[int | None] = mapped_column(ForeignKey("dispatch_rule_sets.version"))
+    parent_unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    parent_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    yellow_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rule_id: Mapped[int | None] = mapped_column(ForeignKey("dispatch_rules.id", ondelete="SET NULL"))
     filed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -271,3 +275,34 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[dict] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DispatchRuleSet(Base):
+    """A version of the dispatch rules; exactly one is active."""
+
+    __tablename__ = "dispatch_rule_sets"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class OutboxMessage(Base):
+    """A notice to a unit (dispatch, rework, escalation, yellow light), delivered by the service."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("case_events.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict] = mapped_column(JSONB)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(Text, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -278,8 +278,16 @@ ORDER BY r.position
 """)
 
 
-async def load_rules(session: AsyncSession, rule_set: int = 1) -> list[Rule]:
-    """The rules of ``rule_set`` in position order, disabled ones included."""
+async def active_rule_set(session: AsyncSession) -> int:
+    """The version of the active rule set."""
+    version = await session.scalar(text("SELECT version FROM dispatch_rule_sets WHERE active"))
+    return 1 if version is None else version
+
+
+async def load_rules(session: AsyncSession, rule_set: int | None = None) -> list[Rule]:
+    """The rules of ``rule_set`` (default: the active set) in position order, disabled ones included."""
+    if rule_set is None:
+        rule_set = await active_rule_set(session)
     rows = await session.execute(_RULES_SQL, {"rule_set": rule_set})
     return [
         Rule(
@@ -289,12 +297,14 @@ async def load_rules(session: AsyncSession, rule_set: int = 1) -> list[Rule]:
     ]
 
 
-async def suggest(session: AsyncSession, facts: CaseFacts, rule_set: int = 1) -> Decision:
+async def suggest(session: AsyncSession, facts: CaseFacts, rule_set: int | None = None) -> Decision:
     """The dispatch suggestion for a case: the rules, checked against the units as they are now.
 
     A rule whose unit is missing or inactive falls through to the next one (its trace says
     so); a rule without a deadline class takes the matter class's default.
     """
+    if rule_set is None:
+        rule_set = await active_rule_set(session)
     rules = await load_rules(session, rule_set)
     units = {r.code: r for r in await session.execute(text("SELECT id, code, name, active FROM units"))}
     decision = evaluate(rules, facts, {code: u.active for code, u in units.items()})

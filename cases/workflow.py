@@ -491,6 +491,7 @@ async def _dispatch(session, store, user, role, case, body, photos) -> None:
         deadline_provisional=clock.provisional,
         handle_deadline_at=clock.deadline_at,
         rule_id=(decision or {}).get("rule_id"),
+        rule_set=(decision or {}).get("rule_set"),
         extension=None,
     )
     await _event(

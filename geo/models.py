@@ -141,3 +141,38 @@ class GeoRevision(Base):
     __tablename__ = "geo_revision"
     one: Mapped[bool] = mapped_column(Boolean, primary_key=True, default=True)
     n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Road(Base):
+    """A named road centre-line (路)."""
+
+    __tablename__ = "roads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    area_code: Mapped[str | None] = mapped_column(ForeignKey("management_areas.code"))
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    geom = mapped_column(geometry("MULTILINESTRING"), nullable=False)
+
+
+class Address(Base):
+    """A door plate: road name + number (门牌号)."""
+
+    __tablename__ = "addresses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    road_id: Mapped[int] = mapped_column(ForeignKey("roads.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(Text)
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    geom = mapped_column(geometry("POINT"), nullable=False)
+
+
+class Landmark(Base):
+    """A place people name: school, market, hospital, park, bus stop, residential compound (小区)."""
+
+    __tablename__ = "landmarks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    geom = mapped_column(geometry("POINT"), nullable=False)
