@@ -272,7 +272,9 @@ async def load_demo_rules(session: AsyncSession, rule_set: int = 1) -> int:
         raise ValueError("demo dispatch rules: " + "; ".join(problems))
 
     await session.execute(
-        text("INSERT INTO dispatch_rule_sets (version, note) VALUES (:s, '怀化示范规则') ON CONFLICT DO NOTHING"),
+        text(
+            "INSERT INTO dispatch_rule_sets (version, note) VALUES (:s, '怀化示范规则') ON CONFLICT DO NOTHING"
+        ),
         {"s": rule_set},
     )
     await session.execute(

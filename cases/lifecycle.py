@@ -60,6 +60,7 @@ ACTIONS: dict[str, Action] = {
         Action("self_handle", "report", frozenset(("received",)), "closed", COLLECTOR, "自处理"),
         Action("dispatch", "case", frozenset(("filed", "returned")), "dispatched", STAFF, "派遣"),
         Action("sign", "case", frozenset(("dispatched",)), None, UNIT, "签收"),
+        Action("subdispatch", "case", frozenset(("dispatched",)), None, UNIT, "二级派遣"),
         Action("return", "case", frozenset(("dispatched",)), "returned", UNIT, "回退"),
         Action("request_extension", "case", frozenset(("dispatched",)), None, UNIT, "延期申请"),
         Action("approve_extension", "case", frozenset(("dispatched",)), None, SUPERVISOR, "批准延期"),

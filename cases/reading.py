@@ -116,8 +116,12 @@ async def _collector_may_see(session: AsyncSession, row: Any, viewer: Principal)
 async def _visible(session: AsyncSession, row: Any, viewer: Principal) -> bool:
     if viewer.has(*READ_ALL):
         return True
-    if viewer.has("unit") and row.unit_id is not None and row.unit_id == viewer.unit_id:
-        return True
+    if (
+        viewer.has("unit")
+        and viewer.unit_id is not None
+        and viewer.unit_id in (row.unit_id, row.parent_unit_id)
+    ):
+        return True  # the unit handling it, or the dispatch center that handed it down
     return viewer.has("collector") and await _collector_may_see(session, row, viewer)
 
 
@@ -193,7 +197,7 @@ async def list_cases(
     if not viewer.has(*READ_ALL):
         if not viewer.has("unit"):
             raise Forbidden("the case queue is for the command center, planners and units")
-        where.append("c.unit_id = :own_unit")
+        where.append("(c.unit_id = :own_unit OR c.parent_unit_id = :own_unit)")
         params["own_unit"] = viewer.unit_id
     if after is not None:
         where.append("c.id < :after")

@@ -9,6 +9,7 @@ one wins; a client's ``version`` must match when given. Every action appends one
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,11 @@ from geo.errors import Conflict, Forbidden, InvalidInput, NotFound
 class DeadlinePassed(Conflict):
     code = "deadline_passed"
     title = "The deadline has passed"
+
+
+EventHook = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+# Called for every event inside its transaction (the outbox to units registers here).
+EVENT_HOOKS: list[EventHook] = []
 
 
 def now() -> datetime:
@@ -109,11 +115,12 @@ async def _event(
     from_status: str | None,
     to_status: str | None,
     payload: dict[str, Any],
-) -> None:
-    await session.execute(
+) -> int:
+    """Append one event; the hooks (e.g. the outbox to units) run in the same transaction."""
+    event_id = await session.scalar(
         text(
             "INSERT INTO case_events (case_id, report_id, actor_id, role, action, from_status, to_status, payload) "
-            "VALUES (:c, :r, :a, :role, :action, :f, :t, CAST(:p AS jsonb))"
+            "VALUES (:c, :r, :a, :role, :action, :f, :t, CAST(:p AS jsonb)) RETURNING id"
         ),
         {
             "c": case_id,
@@ -126,6 +133,18 @@ async def _event(
             "p": json.dumps(payload, ensure_ascii=False, default=str),
         },
     )
+    event = {
+        "id": event_id,
+        "case_id": case_id,
+        "report_id": report_id,
+        "action": action,
+        "from_status": from_status,
+        "to_status": to_status,
+        "payload": payload,
+    }
+    for hook in EVENT_HOOKS:
+        await hook(session, event)
+    return event_id
 
 
 async def _update_case(session: AsyncSession, case_id: int, **values: Any) -> None:
@@ -530,12 +549,103 @@ async def _sign(session, store, user, role, case, body, photos) -> None:
     )
 
 
+async def _subdispatch(session, store, user, role, case, body, photos) -> None:
+    """二级派遣: a dispatch center unit hands its case to one of its child units, with a
+    deadline inside its own."""
+    center = (
+        await session.execute(
+            text("SELECT code, dispatch_center FROM units WHERE id = :u"), {"u": case.unit_id}
+        )
+    ).one()
+    if not center.dispatch_center:
+        raise Forbidden(f"{center.code} is not a dispatch center: it cannot re-dispatch")
+    if not body.unit:
+        raise InvalidInput("name the child unit", errors=[{"field": "unit", "message": "required"}])
+    child_id = await _unit_id(session, body.unit)
+    if not await session.scalar(
+        text("SELECT 1 FROM units WHERE id = :c AND parent_id = :p"), {"c": child_id, "p": case.unit_id}
+    ):
+        raise InvalidInput(
+            f"{body.unit} is not a unit under {center.code}",
+            errors=[{"field": "unit", "message": "not a child unit"}],
+        )
+    _check_state("subdispatch", case.status, case, body.version)
+    clock = await _clock(session, body.deadline_class or case.deadline_class, now(), child_id)
+    deadline_at, yellow_at = clock.deadline_at, clock.yellow_at
+    if case.deadline_at is not None and deadline_at > case.deadline_at:
+        deadline_at = case.deadline_at  # inside the parent's deadline
+        yellow_at = min(yellow_at, deadline_at)
+    await _update_case(
+        session,
+        case.id,
+        unit_id=child_id,
+        parent_unit_id=case.unit_id,
+        parent_deadline_at=case.deadline_at,
+        signed_at=None,
+        stage_started_at=now(),
+        deadline_at=deadline_at,
+        yellow_at=yellow_at,
+        stage_total_s=clock.total_s,
+        handle_deadline_at=deadline_at,
+    )
+    await _event(
+        session,
+        case_id=case.id,
+        report_id=None,
+        user=user,
+        role=role,
+        action="subdispatch",
+        from_status=case.status,
+        to_status=case.status,
+        payload={
+            "from_unit": center.code,
+            "unit": body.unit,
+            "deadline": deadline_at,
+            "parent_deadline": case.deadline_at,
+            "note": body.note,
+        },
+    )
+
+
+async def _return_to_center(
+    session: AsyncSession, user: Principal, role: str, case: Any, body: CaseInput
+) -> None:
+    """A child unit's 回退 goes back to the dispatch center that handed the case down."""
+    child = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.unit_id})
+    parent = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.parent_unit_id})
+    await _update_case(
+        session,
+        case.id,
+        unit_id=case.parent_unit_id,
+        parent_unit_id=None,
+        deadline_at=case.parent_deadline_at,
+        handle_deadline_at=case.parent_deadline_at,
+        parent_deadline_at=None,
+        signed_at=None,
+        return_count=case.return_count + 1,
+    )
+    await _event(
+        session,
+        case_id=case.id,
+        report_id=None,
+        user=user,
+        role=role,
+        action="return",
+        from_status=case.status,
+        to_status=case.status,
+        payload={"unit": child, "to_unit": parent, "level": 2, "reason": body.reason, "note": body.note},
+    )
+
+
 async def _return(session, store, user, role, case, body, photos) -> None:
     if body.reason not in RETURN_REASONS:
         raise InvalidInput(
             "a return needs a reason", errors=[{"field": "reason", "message": f"one of {RETURN_REASONS}"}]
         )
     _check_state("return", case.status, case, body.version)
+    if case.parent_unit_id is not None:
+        await _return_to_center(session, user, role, case, body)
+        return
     clock = await _clock(session, "stage_dispatch", now(), None)
     unit = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.unit_id})
     await _update_case(
@@ -826,6 +936,7 @@ async def _escalate(session, store, user, role, case, body, photos) -> None:
 
 _HANDLERS = {
     "dispatch": _dispatch,
+    "subdispatch": _subdispatch,
     "sign": _sign,
     "return": _return,
     "request_extension": _request_extension,

@@ -323,6 +323,7 @@ async def test_refusals_role_before_state(client: httpx.AsyncClient, login: Logi
     assert r.status_code == 409 and r.json()["code"] == "invalid_transition"
     assert set(r.json()["allowed_actions"]) == {
         "sign",
+        "subdispatch",
         "return",
         "request_extension",
         "suspend",

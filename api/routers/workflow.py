@@ -170,6 +170,7 @@ async def intake(
 
 CASE_BODIES: dict[str, type[Body]] = {
     "dispatch": DispatchBody,
+    "subdispatch": DispatchBody,
     "sign": Body,
     "return": ReturnBody,
     "request_extension": ExtensionBody,
