@@ -1,11 +1,15 @@
 """The Huaihua demo's dispatch rules (派遣规则), as data.
 
-Specific before general: safety first (gas, fire), then the exceptions of one place (经开区's
-contracted sanitation, 城中街道's delegated enforcement), then the owners of utilities, traffic,
-green space and sanitation, then the district urban management bureaus' enforcement, and last
-the catch-all to the street office of the location (属地兜底). A rule without a deadline class
-keeps the matter class's own (so missing covers stay ``urgent``). Generated for the demo, as
-the units are; an administrator edits the table, not this file.
+Specific before general: safety first (gas, fire), then the places with an owner of their own
+(a property-managed compound's cleaning and greening is its property company's, a park's its
+manager's), the exceptions of one place (经开区's contracted sanitation, 城中街道's delegated
+enforcement and who covers it on rest days), then the owner the component register names for
+a component, then the owners of utilities, traffic, green space and sanitation by class (for
+components not in the register or without an owner), then the district urban management
+bureaus' enforcement (with the road sections under a maintenance contract and the night-time
+noise duty), and last the catch-all to the street office of the location (属地兜底). A rule
+without a deadline class keeps the matter class's own (so missing covers stay ``urgent``).
+Generated for the demo, as the units are; an administrator edits the table, not this file.
 """
 
 from __future__ import annotations
@@ -30,6 +34,21 @@ class RuleSeed:
     target: str | None = None
     deadline_class: str | None = None
     priority: int = 3
+    # Set for a rule inserted between two others (15 between 10 and 20), so that the rules
+    # after it keep their positions and a reseed updates the stored rows in place.
+    position: int | None = None
+
+
+# Cleaning and greening, which a property company or a park's manager does on its own ground.
+_PROPERTY_CLASSES = (
+    "06010", "06011", "06012", "06014", "06017", "06018", "06020", "06021",
+    "06035", "06036", "06037", "06041", "06042",
+)  # fmt: skip
+# Covers and gratings (井盖、箅子), which the register gives to their owners.
+_COVER_CLASSES = (
+    "01001", "01002", "01003", "01004", "01005", "01006", "01007", "01008", "01009", "01010",
+    "01012", "01014", "01015", "01017", "01018", "01019", "01020", "01022", "01023", "01026",
+)  # fmt: skip
 
 
 def _classes(*codes: str) -> dict[str, Any]:
@@ -52,6 +71,27 @@ DEMO_RULES: list[RuleSeed] = [
         deadline_class="4wh",
         priority=1,
     ),
+    # Places with an owner of their own (责任区域): inside a property-managed compound its
+    # property company keeps it clean and green (物业管理区域), a park its manager; before the
+    # area-wide contracts below, which cover public space only.
+    RuleSeed(
+        "物业管理区域内的垃圾、保洁、绿化事项 → 物业服务企业",
+        {"kind": "event", "inside_area_kind": "property_compound", "classes": list(_PROPERTY_CLASSES)},
+        target="area_owner",
+        position=33,
+    ),
+    RuleSeed(
+        "公园内的垃圾、保洁、绿化、公园秩序 → 公园管理单位",
+        {"kind": "event", "inside_area_kind": "park", "classes": [*_PROPERTY_CLASSES, "06047"]},
+        target="area_owner",
+        position=35,
+    ),
+    RuleSeed(
+        "滨河风光带内的河滩、水域、绿地事项（以区域登记的事项为准） → 河岸管理单位",
+        {"kind": "event", "inside_area_kind": "river_bank"},
+        target="area_owner",
+        position=37,
+    ),
     # Exceptions of one place, before the general rules they override.
     RuleSeed(
         "经开区环卫一体化（市场化保洁）：暴露垃圾、满溢、道路不洁、遗撒 → 经开区环卫中心（合同时限2工作小时）",
@@ -66,9 +106,32 @@ DEMO_RULES: list[RuleSeed] = [
         unit="hw-jk",
     ),
     RuleSeed(
+        "城中街道休息日：游商、夜市、占道经营 → 区城管局（街道执法队休息日不值班）",
+        {"streets": ["431202001"], "classes": ["09001", "09002", "09006"], "day_type": "rest_day"},
+        target="area_urban_management",
+        position=55,
+    ),
+    RuleSeed(
         "城中街道综合行政执法（赋权街道）：游商、夜市、占道经营 → 城中街道办事处",
         {"streets": ["431202001"], "classes": ["09001", "09002", "09006"]},
         unit="jd-431202001",
+    ),
+    # The component register (部件普查) names the owner of each component: it decides before
+    # the class rules below, which stay for components not registered or without an owner
+    # (telecom covers, for one, are shared by three operators).
+    RuleSeed(
+        "井盖类部件 → 部件登记的权属单位",
+        {"kind": "component", "component_owner": True, "classes": list(_COVER_CLASSES)},
+        target="component_owner",
+        priority=1,
+        position=63,
+    ),
+    RuleSeed(
+        "其他部件 → 部件登记的权属单位",
+        {"kind": "component", "component_owner": True},
+        target="component_owner",
+        priority=2,
+        position=66,
     ),
     # Utilities: covers first (priority 1, urgent by class), then their other facilities.
     RuleSeed("供水井盖 → 自来水公司", _classes("01001"), unit="water", priority=1),
@@ -186,6 +249,12 @@ DEMO_RULES: list[RuleSeed] = [
         deadline_class="20wd",
     ),
     RuleSeed(
+        "施工工地范围内的施工管理类事项 → 工地监管单位",
+        {"inside_area_kind": "construction_site", "majors": ["08"]},
+        target="area_owner",
+        position=305,
+    ),
+    RuleSeed(
         "无证掘路、施工占道、渣土运输撒漏 → 区城管局",
         _classes("08002", "08003", "08011", "08012"),
         target="area_urban_management",
@@ -222,21 +291,50 @@ DEMO_RULES: list[RuleSeed] = [
         target="area_urban_management",
     ),
     RuleSeed(
+        "道路养护标段内的道路设施损坏 → 标段养护责任单位（市管道路归市城管局）",
+        {
+            "inside_area_kind": "road_contract",
+            "classes": ["06013", "06048", "06049", "06050", "06051", "06052"],
+        },
+        target="area_owner",
+        priority=2,
+        position=365,
+    ),
+    RuleSeed(
         "市政道路设施（道路破损、边坡、台阶、路缘石、盲道、无障碍） → 区城管局（市政维护）",
         _classes("06013", "06048", "06049", "06050", "06051", "06052", "02034"),
         target="area_urban_management",
         priority=2,
+    ),
+    RuleSeed(
+        "夜间（22:00–06:00）噪声扰民 → 区城管局（夜间执法值班）；白天属地处置",
+        {"classes": ["06028"], "time_of_day": {"from": "22:00", "to": "06:00"}},
+        target="area_urban_management",
+        priority=2,
+        position=375,
     ),
     # 属地兜底: whatever no rule above took goes to the street office (街道/乡镇) of its location.
     RuleSeed("属地兜底 → 所在街道（乡镇）", {}, target="street_office"),
 ]
 
 
+def _positions(seeds: list[RuleSeed]) -> list[int]:
+    """10, 20, … for the rules without a position of their own; in list order, or ValueError."""
+    out, n = [], 0
+    for s in seeds:
+        if s.position is None:
+            n += 1
+        out.append(s.position if s.position is not None else n * STEP)
+    if out != sorted(set(out)):
+        raise ValueError(f"demo rule positions must rise along the list: {out}")
+    return out
+
+
 def demo_rules() -> list[Rule]:
-    """The demo set as rules (positions 10, 20, …; no ids yet)."""
+    """The demo set as rules in position order (10, 20, … and those between; no ids yet)."""
     return [
-        Rule(None, (i + 1) * STEP, s.name, s.match, s.unit, s.target, s.deadline_class, s.priority, True)
-        for i, s in enumerate(DEMO_RULES)
+        Rule(None, position, s.name, s.match, s.unit, s.target, s.deadline_class, s.priority, True)
+        for position, s in zip(_positions(DEMO_RULES), DEMO_RULES, strict=True)
     ]
 
 

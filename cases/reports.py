@@ -32,6 +32,7 @@ from cases.photos import (
 from geo import components
 from geo.crs import to_cgcs2000
 from geo.errors import Conflict, InvalidInput, NotFound, OutsideJurisdiction
+from geo.geocode import reverse
 from geo.grid_index import GridIndex
 from geo.locator import Location, locate
 
@@ -132,10 +133,10 @@ async def _existing(session: AsyncSession, collector_id: int, client_id: str) ->
 
 _INSERT = """
 INSERT INTO reports (source, client_id, collector_id, created_by, content_hash, kind, category, description,
-    input_crs, input_lon, input_lat, accuracy_m, address, grid_code, community_code, street_code, county_code,
+    input_crs, input_lon, input_lat, accuracy_m, address, place, grid_code, community_code, street_code, county_code,
     area_code, snapped_m, component_code, caller_name, caller_phone, flags, observed_at, geom)
 VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category, :description,
-    :crs, :in_lon, :in_lat, :accuracy, :address, :grid, :community, :street, :county,
+    :crs, :in_lon, :in_lat, :accuracy, :address, :place, :grid, :community, :street, :county,
     :area, :snapped, :component, :caller_name, :caller_phone, :flags, coalesce(:observed_at, now()),
     ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
 ON CONFLICT (collector_id, client_id) DO NOTHING
@@ -216,6 +217,7 @@ def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: l
                 "category",
                 "description",
                 "address",
+                "place",
                 "caller_name",
                 "caller_phone",
                 "collector_id",
@@ -272,11 +274,13 @@ async def submit(
     if matter.photo_reused:
         flags.append("photo_reused")
     flags = sorted(set(flags))
+    place = (await reverse(session, where.lon, where.lat, where=where))["text"]
     row = _row(
         data,
         where,
         where.lon,
         where.lat,
+        place=place,
         source="collector",
         collector_id=collector.id,
         created_by=collector.id,
@@ -340,11 +344,13 @@ async def intake(
     if matter.photo_reused:
         flags.append("photo_reused")
     flags = sorted(set(flags))
+    place = (await reverse(session, lon, lat, where=where))["text"]
     row = _row(
         data,
         where,
         lon,
         lat,
+        place=place,
         source=source,
         collector_id=None,
         created_by=operator.id,
@@ -418,6 +424,7 @@ def _shape(row: Any, viewer: Principal) -> dict[str, Any]:
         "location": {"lon": row.lon, "lat": row.lat},
         "accuracy_m": row.accuracy_m,
         "address": row.address,
+        "place": row.place,
         "grid": row.grid_code,
         "community": _region(row.community_code, row.community_name),
         "street": _region(row.street_code, row.street_name),

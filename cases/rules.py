@@ -9,11 +9,27 @@ may hold (OR); all the conditions of a rule must hold (AND):
     {"kind": "component"}               component | event (or a list of them)
     {"areas": ["HC", "JK"]}             management area of the case
     {"streets": ["431202001"]}          street (街道/乡镇) of the case
+    {"communities": ["431202001003"]}   community (社区/村) of the case
+    {"grids": ["431202001003012"]}      unit grid (单元网格) of the case
+    {"inside_area_kind": "park"}        the case lies in a responsibility area of that kind
+                                        (or of any listed kind) that applies to its class
+    {"component_owner": true}           a component matter whose reported or snapped
+                                        component has a registered owner
+    {"time_of_day": {"from": "22:00", "to": "06:00"}}
+                                        decision time (Asia/Shanghai) in [from, to); may wrap
+                                        midnight
+    {"day_type": "rest_day"}            working_day | rest_day on the working calendar
 
-A rule names a unit (``unit_code``) or a role resolved from the case's location
-(``target``, see ``TARGETS``). The last rule of a set is a catch-all (``{}``) to the street
-office of the location (属地兜底). ``evaluate`` is pure and never raises: it answers a
-``Decision`` with the trace of every rule tried, which the dispatch stores on the case event.
+A rule names a unit (``unit_code``) or a role resolved from the case (``target``, see
+``TARGETS``): the street office, the area's urban management or sanitation, the owner of the
+responsibility area the rule's ``inside_area_kind`` found (``area_owner``; the smallest when
+several hold the point), or the component's owner (``component_owner``). The last rule of a
+set is a catch-all (``{}``) to the street office of the location (属地兜底).
+
+``evaluate`` is pure and never raises: it answers a ``Decision`` with the trace of every rule
+tried, which the dispatch stores on the case event. What it needs from the database (the
+areas at the point, the component's owner, the day type) is resolved beforehand into
+``CaseFacts`` by ``suggest``.
 """
 
 from __future__ import annotations
@@ -21,30 +37,70 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, time
 from typing import Any, Final
 
+import shapely
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cases.calendar_days import load_calendar
+from cases.deadlines import TZ
+from geo import responsibility
 from geo.errors import NotFound
+from geo.responsibility import AreaHit
 
 KINDS: Final = ("component", "event")
 PRIORITIES: Final = range(1, 6)  # 1 highest … 5 lowest
 
-# A value of each condition must look like this; a list of them is the condition.
+_AREA_KINDS = "|".join(responsibility.KINDS)
+DAY_TYPES: Final = ("working_day", "rest_day")
+# A value of each list condition must look like this; a list of them is the condition.
 _SHAPES: Final[dict[str, tuple[re.Pattern[str], str]]] = {
     "classes": (re.compile(r"^[0-9]{5}$"), "a 5-digit matter class code"),
     "majors": (re.compile(r"^[0-9]{2}$"), "a 2-digit major class code"),
     "kind": (re.compile(r"^(component|event)$"), "'component' or 'event'"),
     "areas": (re.compile(r"^[A-Z][A-Z0-9]*$"), "a management area code such as 'HC'"),
     "streets": (re.compile(r"^[0-9]{9}$"), "a 9-digit street code"),
+    "communities": (re.compile(r"^[0-9]{12}$"), "a 12-digit community code"),
+    "grids": (re.compile(r"^[0-9]{15}$"), "a 15-digit unit grid code"),
+    "inside_area_kind": (
+        re.compile(rf"^({_AREA_KINDS})$"),
+        f"a responsibility area kind ({', '.join(responsibility.KINDS)})",
+    ),
+    "day_type": (re.compile(r"^(working_day|rest_day)$"), "'working_day' or 'rest_day'"),
 }
-MATCH_KEYS: Final = tuple(_SHAPES)
+_SCALAR_OK: Final = frozenset({"kind", "inside_area_kind", "day_type"})  # a string stands for [it]
+# Conditions of another shape, checked by ``_special_problems``.
+_SPECIAL: Final = ("component_owner", "time_of_day")
+# The order conditions are checked in (and reported in a trace).
+MATCH_KEYS: Final = (
+    "classes",
+    "majors",
+    "kind",
+    "areas",
+    "streets",
+    "communities",
+    "grids",
+    "inside_area_kind",
+    "component_owner",
+    "time_of_day",
+    "day_type",
+)
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 @dataclass(frozen=True)
 class CaseFacts:
-    """What the rules may look at; the extra fields are for later rule kinds."""
+    """What the rules may look at.
+
+    The first fields come with the case; the others are resolved from the database by
+    ``suggest`` when a rule needs them (None: not looked up), so that ``evaluate`` stays pure:
+    ``at`` the decision time, ``areas`` the smallest responsibility area of each kind the
+    rules mention holding the point and applying to the class, ``component_owner`` the unit
+    code of the component's owner (``component_registered``: whether the code is in the
+    register at all), ``is_workday`` the day type of ``at``.
+    """
 
     category: str
     kind: str
@@ -53,16 +109,50 @@ class CaseFacts:
     community_code: str | None = None
     grid_code: str | None = None
     component_code: str | None = None
+    lon: float | None = None  # CGCS2000
+    lat: float | None = None
+    at: datetime | None = None
+    areas: Mapping[str, AreaHit] | None = None
+    component_owner: str | None = None
+    component_registered: bool | None = None
+    is_workday: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly (the time as ISO 8601 in Asia/Shanghai)."""
+        out = asdict(self)
+        if self.at is not None:
+            out["at"] = _local(self.at).isoformat()
+        return out
 
 
-# Target roles: the unit code a role means for a case, or None when the case lacks the place.
-TARGETS: Final[dict[str, tuple[str, Callable[[CaseFacts], str | None]]]] = {
-    "street_office": ("a street", lambda f: f"jd-{f.street_code}" if f.street_code else None),
+def _local(at: datetime) -> datetime:
+    """``at`` in Asia/Shanghai; a naive time is taken as local already."""
+    return at.replace(tzinfo=TZ) if at.tzinfo is None else at.astimezone(TZ)
+
+
+def _area_hit(match: Mapping[str, Any], facts: CaseFacts) -> AreaHit | None:
+    """The smallest area of the rule's kinds holding the case, if any."""
+    hits = [facts.areas[k] for k in _values(match, "inside_area_kind") if facts.areas and k in facts.areas]
+    return min(hits, key=lambda h: (h.area_m2, h.id)) if hits else None
+
+
+# Target roles: the unit code a role means for a case (given the rule's match), or None when
+# the case lacks what the role needs.
+TARGETS: Final[dict[str, tuple[str, Callable[[CaseFacts, Mapping[str, Any]], str | None]]]] = {
+    "street_office": ("a street", lambda f, m: f"jd-{f.street_code}" if f.street_code else None),
     "area_urban_management": (
         "a management area",
-        lambda f: f"cgj-{f.area_code.lower()}" if f.area_code else None,
+        lambda f, m: f"cgj-{f.area_code.lower()}" if f.area_code else None,
     ),
-    "area_sanitation": ("a management area", lambda f: f"hw-{f.area_code.lower()}" if f.area_code else None),
+    "area_sanitation": (
+        "a management area",
+        lambda f, m: f"hw-{f.area_code.lower()}" if f.area_code else None,
+    ),
+    "area_owner": (
+        "a responsibility area of the rule's kind",
+        lambda f, m: (hit.owner if (hit := _area_hit(m, f)) else None) if "inside_area_kind" in m else None,
+    ),
+    "component_owner": ("a component with a registered owner", lambda f, m: f.component_owner),
 }
 
 
@@ -127,7 +217,23 @@ class Decision:
 
 def _values(match: Mapping[str, Any], key: str) -> list[str]:
     value = match[key]
-    return [value] if key == "kind" and isinstance(value, str) else list(value)
+    return [value] if key in _SCALAR_OK and isinstance(value, str) else list(value)
+
+
+def _special_problems(match: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if "component_owner" in match and match["component_owner"] is not True:
+        problems.append("component_owner must be true")
+    if "time_of_day" in match:
+        window = match["time_of_day"]
+        if not isinstance(window, Mapping) or set(window) != {"from", "to"}:
+            problems.append('time_of_day must be {"from": "HH:MM", "to": "HH:MM"}')
+        else:
+            bad = [k for k in ("from", "to") if not (isinstance(window[k], str) and _HHMM.match(window[k]))]
+            problems += [f"time_of_day.{k}: {window[k]!r} is not a time HH:MM (00:00–23:59)" for k in bad]
+            if not bad and window["from"] == window["to"]:
+                problems.append("time_of_day: from and to are equal; leave the condition out for all day")
+    return problems
 
 
 def validate_match(match: Any) -> list[str]:
@@ -135,13 +241,15 @@ def validate_match(match: Any) -> list[str]:
     if not isinstance(match, Mapping):
         return [f"match must be an object, not {type(match).__name__}"]
     problems = [
-        f"unknown condition {key!r} (known: {', '.join(MATCH_KEYS)})" for key in match if key not in _SHAPES
+        f"unknown condition {key!r} (known: {', '.join(MATCH_KEYS)})"
+        for key in match
+        if key not in MATCH_KEYS
     ]
     for key, (pattern, shape) in _SHAPES.items():
         if key not in match:
             continue
         value = match[key]
-        if key == "kind" and isinstance(value, str):
+        if key in _SCALAR_OK and isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
             problems.append(f"{key} must be a non-empty list")
@@ -149,6 +257,7 @@ def validate_match(match: Any) -> list[str]:
         problems += [
             f"{key}: {v!r} is not {shape}" for v in value if not (isinstance(v, str) and pattern.match(v))
         ]
+    problems += _special_problems(match)
     # Both hold only for a class inside a listed major: a disjoint pair never matches.
     if (
         not problems
@@ -157,6 +266,9 @@ def validate_match(match: Any) -> list[str]:
         and not any(c[:2] in match["majors"] for c in match["classes"])
     ):
         problems.append(f"classes {match['classes']} are all outside majors {match['majors']}: never matches")
+    kinds = _values(match, "kind") if not problems and "kind" in match else list(KINDS)
+    if "component_owner" in match and "component" not in kinds:
+        problems.append(f"component_owner holds for component matters only, not kind {kinds}: never matches")
     return problems
 
 
@@ -169,12 +281,23 @@ def validate_rule(rule: Rule) -> list[str]:
         problems.append("a rule names a unit or a target, not both")
     if rule.target is not None and rule.target not in TARGETS:
         problems.append(f"unknown target {rule.target!r} (known: {', '.join(TARGETS)})")
+    if (
+        rule.target == "area_owner"
+        and isinstance(rule.match, Mapping)
+        and "inside_area_kind" not in rule.match
+    ):
+        problems.append("target area_owner needs an inside_area_kind condition (which area's owner)")
     if rule.priority not in PRIORITIES:
         problems.append(f"priority {rule.priority} is not 1 … 5")
     return problems
 
 
 # --- evaluation ---------------------------------------------------------------------------------
+
+
+def _window(match: Mapping[str, Any]) -> tuple[time, time]:
+    window = match["time_of_day"]
+    return time.fromisoformat(window["from"]), time.fromisoformat(window["to"])
 
 
 def _check(match: Mapping[str, Any], facts: CaseFacts) -> tuple[bool, str]:
@@ -184,7 +307,7 @@ def _check(match: Mapping[str, Any], facts: CaseFacts) -> tuple[bool, str]:
     for key in MATCH_KEYS:
         if key not in match:
             continue
-        values = _values(match, key)
+        values = _values(match, key) if key not in _SPECIAL else []
         if key == "classes":
             if category not in values:
                 return False, f"class {category} not in classes {values}"
@@ -197,18 +320,67 @@ def _check(match: Mapping[str, Any], facts: CaseFacts) -> tuple[bool, str]:
             if facts.kind not in values:
                 return False, f"kind {facts.kind} not in {values}"
             held.append(f"kind {facts.kind}")
-        elif key == "areas":
-            if facts.area_code is None:
-                return False, f"the case has no management area (outside the grids), rule needs {values}"
-            if facts.area_code not in values:
-                return False, f"area {facts.area_code} not in areas {values}"
-            held.append(f"area {facts.area_code}")
-        elif key == "streets":
-            if facts.street_code is None:
-                return False, f"the case has no street (outside the grids), rule needs {values}"
-            if facts.street_code not in values:
-                return False, f"street {facts.street_code} not in streets {values}"
-            held.append(f"street {facts.street_code}")
+        elif key in ("areas", "streets", "communities", "grids"):
+            noun, value = {
+                "areas": ("area", facts.area_code),
+                "streets": ("street", facts.street_code),
+                "communities": ("community", facts.community_code),
+                "grids": ("grid", facts.grid_code),
+            }[key]
+            if value is None:
+                what = "management area" if key == "areas" else noun
+                return False, f"the case has no {what} (outside the grids), rule needs {values}"
+            if value not in values:
+                return False, f"{noun} {value} not in {key} {values}"
+            held.append(f"{noun} {value}")
+        elif key == "inside_area_kind":
+            names = "/".join(responsibility.KINDS.get(v, v) for v in values)
+            if facts.lon is None or facts.lat is None:
+                return False, f"the case has no location, rule needs inside {names}"
+            if facts.areas is None:
+                return (
+                    False,
+                    f"the responsibility areas at the case were not looked up, rule needs inside {names}",
+                )
+            hit = _area_hit(match, facts)
+            if hit is None:
+                return False, f"not inside any {names} that applies to class {category}"
+            held.append(
+                f"inside {responsibility.KINDS.get(hit.kind, hit.kind)} {hit.name} (owner {hit.owner})"
+            )
+        elif key == "component_owner":
+            code = facts.component_code
+            if facts.kind != "component":
+                return False, f"kind {facts.kind}: only a component matter has a component owner"
+            if not code:
+                return False, "no component reported or snapped for the case"
+            if facts.component_registered is False:
+                return False, f"component {code} is not in the component register"
+            if facts.component_owner is None:
+                looked = facts.component_registered is not None
+                return False, f"component {code} has no registered owner" if looked else (
+                    f"the owner of component {code} was not looked up"
+                )
+            held.append(f"component {code} owned by {facts.component_owner}")
+        elif key == "time_of_day":
+            start, end = _window(match)
+            span = f"{start:%H:%M}–{end:%H:%M}"
+            if facts.at is None:
+                return False, f"the decision time is unknown, rule needs {span}"
+            now = _local(facts.at).time().replace(tzinfo=None)
+            inside = start <= now < end if start < end else (now >= start or now < end)  # wraps midnight
+            if not inside:
+                return False, f"time {now:%H:%M} not in {span}"
+            held.append(f"time {now:%H:%M} in {span}")
+        elif key == "day_type":
+            if facts.is_workday is None:
+                return False, f"the day type is unknown (no working calendar looked up), rule needs {values}"
+            day_type = "working_day" if facts.is_workday else "rest_day"
+            day = f"{_local(facts.at).date()} " if facts.at is not None else ""
+            said = f"{day}is a {day_type.replace('_', ' ')}".strip()
+            if day_type not in values:
+                return False, f"{said}, rule needs {values}"
+            held.append(said)
     return True, ("all conditions hold: " + ", ".join(held)) if held else "catch-all (no conditions)"
 
 
@@ -221,7 +393,7 @@ def evaluate(
     or is inactive fall through to the next one. Pure; never raises.
     """
     trace: list[dict[str, Any]] = []
-    facts_dict = asdict(facts)
+    facts_dict = facts.as_dict()
     for rule in sorted(rules, key=lambda r: r.position):
         entry: dict[str, Any] = {"rule": rule.id, "name": rule.name, "matched": False}
         trace.append(entry)
@@ -240,7 +412,7 @@ def evaluate(
             unit = rule.unit_code
         else:
             needs, resolve = TARGETS[rule.target]  # type: ignore[index]
-            unit = resolve(facts)
+            unit = resolve(facts, rule.match)
             if unit is None:
                 entry["reason"] = f"{reason}; but {rule.target} needs {needs} and the case has none"
                 continue
@@ -297,15 +469,50 @@ async def load_rules(session: AsyncSession, rule_set: int | None = None) -> list
     ]
 
 
+_COMPONENT_OWNER = text("""
+SELECT u.code AS owner FROM components c LEFT JOIN units u ON u.id = c.owner_unit_id WHERE c.code = :code
+""")
+
+
+async def resolve_facts(session: AsyncSession, facts: CaseFacts, rules: Sequence[Rule]) -> CaseFacts:
+    """``facts`` with what the enabled ``rules`` need looked up, where the facts lack it.
+
+    The decision time (now), the areas of the kinds the rules name at the case's point, the
+    component's owner, the day type on the working calendar: a query for each that a rule
+    needs, none for what it does not.
+    """
+    live = [r.match for r in rules if r.enabled and not validate_match(r.match)]
+    targets = {r.target for r in rules if r.enabled}
+    at = facts.at or datetime.now(UTC)
+    changes: dict[str, Any] = {"at": at}
+    kinds = {k for m in live if "inside_area_kind" in m for k in _values(m, "inside_area_kind")}
+    if kinds and facts.areas is None and facts.lon is not None and facts.lat is not None:
+        changes["areas"] = await responsibility.owners_at(
+            session, facts.lon, facts.lat, kinds, facts.category
+        )
+    code = (facts.component_code or "").strip()
+    wants_owner = any("component_owner" in m for m in live) or "component_owner" in targets
+    if wants_owner and code and facts.component_registered is None:
+        row = (await session.execute(_COMPONENT_OWNER, {"code": code})).first()
+        changes["component_registered"] = row is not None
+        changes["component_owner"] = facts.component_owner or (row.owner if row else None)
+    if facts.is_workday is None and any("day_type" in m for m in live):
+        changes["is_workday"] = (await load_calendar(session)).is_workday(_local(at).date())
+    return replace(facts, **changes)
+
+
 async def suggest(session: AsyncSession, facts: CaseFacts, rule_set: int | None = None) -> Decision:
     """The dispatch suggestion for a case: the rules, checked against the units as they are now.
 
-    A rule whose unit is missing or inactive falls through to the next one (its trace says
-    so); a rule without a deadline class takes the matter class's default.
+    What the rules need and ``facts`` lack is looked up first (``resolve_facts``; the decision
+    time is now unless ``facts.at`` says otherwise). A rule whose unit is missing or inactive
+    falls through to the next one (its trace says so); a rule without a deadline class takes
+    the matter class's default.
     """
     if rule_set is None:
         rule_set = await active_rule_set(session)
     rules = await load_rules(session, rule_set)
+    facts = await resolve_facts(session, facts, rules)
     units = {r.code: r for r in await session.execute(text("SELECT id, code, name, active FROM units"))}
     decision = evaluate(rules, facts, {code: u.active for code, u in units.items()})
     if not rules:
@@ -327,29 +534,64 @@ async def suggest(session: AsyncSession, facts: CaseFacts, rule_set: int | None 
     )
 
 
+def _clean(value: str | None) -> str | None:
+    """char(n) columns come back padded."""
+    return (value.strip() or None) if value is not None else None
+
+
+def _point(row: Any) -> tuple[float | None, float | None]:
+    """The CGCS2000 lon/lat of a case row: its ``lon``/``lat`` columns, else its ``geom``."""
+    lon, lat = getattr(row, "lon", None), getattr(row, "lat", None)
+    if lon is not None and lat is not None:
+        return float(lon), float(lat)
+    geom = getattr(row, "geom", None)
+    if geom is None:
+        return None, None
+    point = shapely.from_wkb(geom)  # asyncpg hands PostGIS geometry over as hex EWKB
+    return (point.x, point.y) if not point.is_empty else (None, None)
+
+
+def case_facts(row: Any) -> CaseFacts:
+    """The facts of a case row (``SELECT * FROM cases`` or with ``lon``/``lat`` columns)."""
+    lon, lat = _point(row)
+    return CaseFacts(
+        category=row.category.strip(),
+        kind=row.kind,
+        area_code=row.area_code,
+        street_code=_clean(row.street_code),
+        community_code=_clean(row.community_code),
+        grid_code=_clean(row.grid_code),
+        component_code=_clean(row.component_code),
+        lon=lon,
+        lat=lat,
+    )
+
+
+async def facts_for_case_row(session: AsyncSession, row: Any) -> CaseFacts:
+    """The facts of a case row; the point is read from the database when the row lacks it."""
+    facts = case_facts(row)
+    if facts.lon is None and getattr(row, "id", None) is not None:
+        point = (
+            await session.execute(
+                text("SELECT ST_X(geom) AS lon, ST_Y(geom) AS lat FROM cases WHERE id = :id"), {"id": row.id}
+            )
+        ).first()
+        if point is not None:
+            facts = replace(facts, lon=point.lon, lat=point.lat)
+    return facts
+
+
 async def facts_of_case(session: AsyncSession, case_id: int) -> CaseFacts:
     """The facts of a stored case (its class and where it lies)."""
     row = (
         await session.execute(
             text(
-                "SELECT category, kind, area_code, street_code, community_code, grid_code, component_code "
-                "FROM cases WHERE id = :id"
+                "SELECT category, kind, area_code, street_code, community_code, grid_code, component_code, "
+                "ST_X(geom) AS lon, ST_Y(geom) AS lat FROM cases WHERE id = :id"
             ),
             {"id": case_id},
         )
     ).one_or_none()
     if row is None:
         raise NotFound(f"case {case_id} does not exist")
-
-    def clean(value: str | None) -> str | None:  # char(n) columns come back padded
-        return (value.strip() or None) if value is not None else None
-
-    return CaseFacts(
-        category=row.category.strip(),
-        kind=row.kind,
-        area_code=row.area_code,
-        street_code=clean(row.street_code),
-        community_code=clean(row.community_code),
-        grid_code=clean(row.grid_code),
-        component_code=clean(row.component_code),
-    )
+    return case_facts(row)

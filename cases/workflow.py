@@ -213,9 +213,9 @@ async def _create_case(session: AsyncSession, report: Any, status: str) -> tuple
     case_id = await session.scalar(
         text(
             "INSERT INTO cases (number, status, report_id, kind, category, description, grid_code, community_code, "
-            "street_code, county_code, area_code, component_code, flags, geom, stage, stage_started_at) "
+            "street_code, county_code, area_code, component_code, flags, geom, stage, stage_started_at, place) "
             "SELECT :number, :status, r.id, r.kind, r.category, r.description, r.grid_code, r.community_code, "
-            "r.street_code, r.county_code, r.area_code, r.component_code, r.flags, r.geom, :status, now() "
+            "r.street_code, r.county_code, r.area_code, r.component_code, r.flags, r.geom, :status, now(), r.place "
             "FROM reports r WHERE r.id = :r RETURNING id"
         ),
         {"number": number, "status": status, "r": report.id},

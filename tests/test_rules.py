@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -83,7 +84,8 @@ def test_validate_rule() -> None:
         "a rule names a unit or a target, not both"
     ]
     assert validate_rule(rule(1, {}, target="mayor")) == [
-        "unknown target 'mayor' (known: street_office, area_urban_management, area_sanitation)"
+        "unknown target 'mayor' (known: street_office, area_urban_management, area_sanitation, "
+        "area_owner, component_owner)"
     ]
     assert validate_rule(rule(1, {}, "water", priority=0)) == ["priority 0 is not 1 … 5"]
 
@@ -306,7 +308,11 @@ async def test_another_rule_set_is_separate(session: AsyncSession) -> None:
 async def test_water_cover_in_hc_goes_to_the_water_company(session: AsyncSession) -> None:
     facts = await facts_at(session, "01001", "component", component_in("01001", "HC"))
     assert facts.area_code == "HC" and facts.component_code
+    # The register names the cover's owner (the water company) before the class rule does.
     d = await suggest(session, facts)
+    assert (d.unit_code, d.priority, d.rule_name) == ("water", 1, "井盖类部件 → 部件登记的权属单位")
+    # A cover without a component code goes by its class.
+    d = await suggest(session, replace(facts, component_code=None))
     assert (d.unit_code, d.priority, d.rule_name) == ("water", 1, "供水井盖 → 自来水公司")
     assert (d.deadline_class, d.deadline_source) == ("urgent", "matter_class")
     assert d.unit_name == "怀化市自来水有限公司" and d.unit_id is not None
@@ -386,7 +392,8 @@ async def test_facts_of_case(session: AsyncSession) -> None:
             "area": "JK",
         },
     )
-    assert await facts_of_case(session, case_id) == facts
+    # The facts carry the case's point now (for rules on responsibility areas).
+    assert await facts_of_case(session, case_id) == replace(facts, lon=110.0, lat=27.5)
     assert (await suggest(session, await facts_of_case(session, case_id))).unit_code == "hw-jk"
     with pytest.raises(NotFound):
         await facts_of_case(session, -1)

@@ -128,6 +128,7 @@ async def test_end_to_end_closed_loop(client: httpx.AsyncClient, login: Login, s
     number = case["number"]
     assert case["status"] == "filed" and case["report_ids"] == [rid] and case["grid"] == spot["grid"]
     assert case["collector"] == "collector07" and case["light"] == "green" and case["deadline_at"]
+    assert spot["grid"] in case["place"]  # the place text an operator reads on the phone
     assert number.startswith("HH20") and len(number.split("-")[1]) == 7
     assert (await client.get(f"/api/v1/reports/{rid}", headers=await login("collector07"))).json()[
         "case"

@@ -53,6 +53,10 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX outbox_unit ON outbox (unit_id, id);
 ALTER TABLE cases ADD COLUMN yellow_notified_at timestamptz;
 
+-- The place description an operator reads on the phone (reverse geocoding), kept with each.
+ALTER TABLE reports ADD COLUMN place text;
+ALTER TABLE cases ADD COLUMN place text;
+
 -- Addressing: named road centre-lines, door plates (路名 + 号) and landmarks.
 CREATE TABLE roads (
     id        serial PRIMARY KEY,
@@ -90,6 +94,8 @@ CREATE INDEX landmarks_name_trgm ON landmarks USING gin (name gin_trgm_ops);
 """
 
 DOWNGRADE = """
+ALTER TABLE cases DROP COLUMN place;
+ALTER TABLE reports DROP COLUMN place;
 DROP TABLE landmarks;
 DROP TABLE addresses;
 DROP TABLE roads;
