@@ -89,6 +89,8 @@ def parse_geometry(value: Any, crs: CRS | str = CRS.cgcs2000) -> tuple[MultiPoly
     if not np.isfinite(xy).all():
         return None, "coordinates must be finite numbers"
     if (np.abs(xy[:, 0]) > 180).any() or (np.abs(xy[:, 1]) > 90).any():
+        if (np.abs(xy[:, 0]) <= 90).all() and (np.abs(xy[:, 1]) <= 180).all():
+            return None, "latitude beyond 90°: longitude first, then latitude"
         return None, "coordinates are not longitude/latitude degrees (EPSG:4490): projected metres?"
     x0, y0, x1, y1 = CHINA_BBOX
     if not ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)).all():

@@ -336,3 +336,27 @@ async def test_photos_are_served_rotated_stripped_and_cached(
     assert (await client.get(photo["url"] + "/original", headers=headers)).status_code == 403
     assert (await client.get(photo["url"], headers=await login("collector06"))).status_code == 404
     assert (await client.get(photo["url"], headers=await login("planner01"))).status_code == 200
+
+
+async def test_hotline_intake_by_address(client: httpx.AsyncClient, login: Login) -> None:
+    headers = await login("operator05")
+    found = (
+        await client.get("/api/v1/geocode/intake-candidates", params={"q": "迎丰中路"}, headers=headers)
+    ).json()
+    assert found, "the operator gets candidates as they type"
+    chosen = found[0]
+    part = {
+        "kind": "event",
+        "category": "06010",
+        "description": "市民来电：路边垃圾",
+        "source": "hotline",
+        "place": chosen["ref"],
+        "caller": {"name": "王芳", "phone": "13900001111"},
+    }
+    r = await client.post("/api/v1/reports/intake", json=part, headers=headers)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["address"] == chosen["name"] and body["grid"]
+    assert abs(body["location"]["lon"] - chosen["location"]["lon"]) < 1e-6
+    r = await client.post("/api/v1/reports/intake", json={**part, "place": None}, headers=headers)
+    assert r.status_code == 422

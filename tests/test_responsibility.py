@@ -197,7 +197,9 @@ async def test_invalid_input_names_the_field(api: httpx.AsyncClient, auth: Auth,
     found = await problems({**body("投影坐标", good), "geometry": metres})
     assert "not longitude/latitude" in found["geometry"]
     swapped = {"type": "Polygon", "coordinates": [[[y, x] for x, y in good.exterior.coords]]}
-    assert "outside China" in (await problems({**body("经纬颠倒", good), "geometry": swapped}))["geometry"]
+    assert "longitude first" in (await problems({**body("经纬颠倒", good), "geometry": swapped}))["geometry"]
+    europe = {"type": "Polygon", "coordinates": [[[x - 100, y + 20] for x, y in good.exterior.coords]]}
+    assert "outside China" in (await problems({**body("国外", good), "geometry": europe}))["geometry"]
     point = {"type": "Point", "coordinates": [110.0, 27.55]}
     assert "Polygon or MultiPolygon" in (await problems({**body("点", good), "geometry": point}))["geometry"]
     # Several problems at once: each named.

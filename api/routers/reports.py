@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from api.auth import AuthRoute, CurrentUser, DbSession, Grids, require
 from api.uploads import Form, read_form
@@ -16,6 +16,7 @@ from cases.photo_store import PhotoStore
 from cases.photos import CheckedPhoto, check_photos, discard
 from geo.crs import CRS
 from geo.errors import InvalidInput
+from geo.geocode import resolve as resolve_place
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=AuthRoute)
 
@@ -61,11 +62,20 @@ class CallerPart(BaseModel):
 
 
 class IntakePart(ReportPart):
-    """A report from another channel; ``client_id`` is optional here."""
+    """A report from another channel; ``client_id`` is optional here. The location is a map
+    point, or ``place``: the ``ref`` of a candidate of /geocode/intake-candidates."""
 
     client_id: str | None = Field(default=None, max_length=100)  # type: ignore[assignment]
     source: Literal["hotline", "public", "inspection"]
     caller: CallerPart = Field(default_factory=CallerPart)
+    location: Location | None = None  # type: ignore[assignment]
+    place: str | None = Field(default=None, max_length=60, description="ref of a geocoding candidate")
+
+    @model_validator(mode="after")
+    def _where(self) -> IntakePart:
+        if self.location is None and self.place is None:
+            raise ValueError("give a location (map point) or a place (a geocoding candidate's ref)")
+        return self
 
 
 def parse_part(model: type[BaseModel], raw: str | bytes | None, part: str) -> Any:
@@ -149,6 +159,12 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
         photos = await checked_photos(form, minimum=0)
     else:
         part = parse_part(IntakePart, await request.body(), "report")
+    if part.location is None:  # chosen by address: the location comes from the database
+        chosen = await resolve_place(session, part.place, index=grids)
+        part.location = Location(
+            lon=chosen["location"]["lon"], lat=chosen["location"]["lat"], crs=CRS.cgcs2000
+        )
+        part.address = part.address or chosen["name"]
     try:
         body = await reports.intake(
             session,
