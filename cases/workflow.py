@@ -161,6 +161,34 @@ async def _update_case(session: AsyncSession, case_id: int, **values: Any) -> No
     await session.execute(text(f"UPDATE cases SET {', '.join(sets)} WHERE id = :id"), params)
 
 
+async def _move(
+    session: AsyncSession,
+    case: Any,
+    user: Principal,
+    role: str,
+    action: str,
+    payload: dict[str, Any],
+    to_status: str | None = None,
+    **columns: Any,
+) -> None:
+    """Project one case action: set its columns (status and stage too, when it changes the
+    status) and append its event."""
+    if to_status is not None:
+        columns.update(status=to_status, stage=to_status)
+    await _update_case(session, case.id, **columns)
+    await _event(
+        session,
+        case_id=case.id,
+        report_id=None,
+        user=user,
+        role=role,
+        action=action,
+        from_status=case.status,
+        to_status=to_status or case.status,
+        payload=payload,
+    )
+
+
 async def _lock_case(session: AsyncSession, number: str, user: Principal) -> Any:
     row = (
         await session.execute(text("SELECT * FROM cases WHERE number = :n FOR UPDATE"), {"n": number})
@@ -493,11 +521,21 @@ async def _dispatch(session, store, user, role, case, body, photos) -> None:
         )
     _check_state("dispatch", case.status, case, body.version)
     clock = await _clock(session, class_code, now(), unit_id)
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="dispatched",
-        stage="dispatched",
+        case,
+        user,
+        role,
+        "dispatch",
+        {
+            "unit": unit_code,
+            "deadline_class": class_code,
+            "deadline": clock.deadline_at,
+            "provisional": clock.provisional,
+            "rule": decision,
+            "note": body.note,
+        },
+        to_status="dispatched",
         unit_id=unit_id,
         deadline_class=class_code,
         priority=body.priority or (decision or {}).get("priority") or case.priority,
@@ -512,24 +550,6 @@ async def _dispatch(session, store, user, role, case, body, photos) -> None:
         rule_id=(decision or {}).get("rule_id"),
         rule_set=(decision or {}).get("rule_set"),
         extension=None,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="dispatch",
-        from_status=case.status,
-        to_status="dispatched",
-        payload={
-            "unit": unit_code,
-            "deadline_class": class_code,
-            "deadline": clock.deadline_at,
-            "provisional": clock.provisional,
-            "rule": decision,
-            "note": body.note,
-        },
     )
 
 
@@ -575,9 +595,19 @@ async def _subdispatch(session, store, user, role, case, body, photos) -> None:
     if case.deadline_at is not None and deadline_at > case.deadline_at:
         deadline_at = case.deadline_at  # inside the parent's deadline
         yellow_at = min(yellow_at, deadline_at)
-    await _update_case(
+    await _move(
         session,
-        case.id,
+        case,
+        user,
+        role,
+        "subdispatch",
+        {
+            "from_unit": center.code,
+            "unit": body.unit,
+            "deadline": deadline_at,
+            "parent_deadline": case.deadline_at,
+            "note": body.note,
+        },
         unit_id=child_id,
         parent_unit_id=case.unit_id,
         parent_deadline_at=case.deadline_at,
@@ -588,23 +618,6 @@ async def _subdispatch(session, store, user, role, case, body, photos) -> None:
         stage_total_s=clock.total_s,
         handle_deadline_at=deadline_at,
     )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="subdispatch",
-        from_status=case.status,
-        to_status=case.status,
-        payload={
-            "from_unit": center.code,
-            "unit": body.unit,
-            "deadline": deadline_at,
-            "parent_deadline": case.deadline_at,
-            "note": body.note,
-        },
-    )
 
 
 async def _return_to_center(
@@ -613,9 +626,13 @@ async def _return_to_center(
     """A child unit's 回退 goes back to the dispatch center that handed the case down."""
     child = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.unit_id})
     parent = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.parent_unit_id})
-    await _update_case(
+    await _move(
         session,
-        case.id,
+        case,
+        user,
+        role,
+        "return",
+        {"unit": child, "to_unit": parent, "level": 2, "reason": body.reason, "note": body.note},
         unit_id=case.parent_unit_id,
         parent_unit_id=None,
         deadline_at=case.parent_deadline_at,
@@ -623,17 +640,6 @@ async def _return_to_center(
         parent_deadline_at=None,
         signed_at=None,
         return_count=case.return_count + 1,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="return",
-        from_status=case.status,
-        to_status=case.status,
-        payload={"unit": child, "to_unit": parent, "level": 2, "reason": body.reason, "note": body.note},
     )
 
 
@@ -648,11 +654,14 @@ async def _return(session, store, user, role, case, body, photos) -> None:
         return
     clock = await _clock(session, "stage_dispatch", now(), None)
     unit = await session.scalar(text("SELECT code FROM units WHERE id = :u"), {"u": case.unit_id})
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="returned",
-        stage="returned",
+        case,
+        user,
+        role,
+        "return",
+        {"unit": unit, "reason": body.reason, "note": body.note, "rule_id": case.rule_id},
+        to_status="returned",
         unit_id=None,
         signed_at=None,
         return_count=case.return_count + 1,
@@ -663,17 +672,6 @@ async def _return(session, store, user, role, case, body, photos) -> None:
         deadline_provisional=clock.provisional,
         extension=None,
         flags=sorted({*case.flags, "returned"}),
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="return",
-        from_status=case.status,
-        to_status="returned",
-        payload={"unit": unit, "reason": body.reason, "note": body.note, "rule_id": case.rule_id},
     )
 
 
@@ -723,9 +721,13 @@ async def _approve_extension(session, store, user, role, case, body, photos) -> 
     due = deadlines.extend(case.deadline_at, request["amount"], request["unit"], hours, calendar)
     unit, _ = await deadline_class(session, case.deadline_class)
     clock = _with_yellow(case.stage_started_at, due, unit, hours, calendar)
-    await _update_case(
+    await _move(
         session,
-        case.id,
+        case,
+        user,
+        role,
+        "approve_extension",
+        {**request, "deadline": clock.deadline_at, "note": body.note},
         extension=None,
         deadline_at=clock.deadline_at,
         yellow_at=clock.yellow_at,
@@ -733,17 +735,6 @@ async def _approve_extension(session, store, user, role, case, body, photos) -> 
         handle_deadline_at=clock.deadline_at,
         deadline_provisional=clock.provisional,
         flags=sorted({*case.flags, "extended"}),
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="approve_extension",
-        from_status=case.status,
-        to_status=case.status,
-        payload={**request, "deadline": clock.deadline_at, "note": body.note},
     )
 
 
@@ -771,25 +762,17 @@ async def _suspend(session, store, user, role, case, body, photos) -> None:
     left = deadlines.remaining(
         now(), case.deadline_at, unit, await unit_hours(session, case.unit_id), await load_calendar(session)
     )
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="suspended",
-        stage="suspended",
+        case,
+        user,
+        role,
+        "suspend",
+        {"reason": body.reason, "note": body.note, "left_s": left},
+        to_status="suspended",
         frozen_left_s=left,
         deadline_at=None,
         yellow_at=None,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="suspend",
-        from_status=case.status,
-        to_status="suspended",
-        payload={"reason": body.reason, "note": body.note, "left_s": left},
     )
 
 
@@ -804,27 +787,19 @@ async def _resume(session, store, user, role, case, body, photos) -> None:
     used = (case.stage_total_s or left) - left
     to_yellow = max(0.0, 0.8 * (case.stage_total_s or left) - used)
     yellow = deadlines.add(now(), to_yellow / 3600, counting, hours, calendar)
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="dispatched",
-        stage="dispatched",
+        case,
+        user,
+        role,
+        "resume",
+        {"deadline": due.at, "note": body.note},
+        to_status="dispatched",
         frozen_left_s=None,
         deadline_at=due.at,
         yellow_at=yellow.at,
         handle_deadline_at=due.at,
         deadline_provisional=due.provisional,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="resume",
-        from_status=case.status,
-        to_status="dispatched",
-        payload={"deadline": due.at, "note": body.note},
     )
 
 
@@ -840,28 +815,20 @@ async def _handle(session, store, user, role, case, body, photos) -> None:
     task_id = None
     if collector is not None:
         task_id = await create_task(session, "check", collector, clock.deadline_at, case_id=case.id)
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="handled",
-        stage="handled",
+        case,
+        user,
+        role,
+        "handle",
+        {"note": body.note, "photos": ids, "check_task": task_id, "collector": collector},
+        to_status="handled",
         handled_at=now(),
         stage_started_at=now(),
         deadline_at=clock.deadline_at,
         yellow_at=clock.yellow_at,
         stage_total_s=clock.total_s,
         deadline_provisional=clock.provisional,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="handle",
-        from_status=case.status,
-        to_status="handled",
-        payload={"note": body.note, "photos": ids, "check_task": task_id, "collector": collector},
     )
 
 
@@ -894,25 +861,17 @@ async def _cancel(session, store, user, role, case, body, photos) -> None:
         )
     _check_state("cancel", case.status, case, body.version)
     cancelled = await cancel_tasks(session, case_id=case.id)
-    await _update_case(
+    await _move(
         session,
-        case.id,
-        status="cancelled",
-        stage="cancelled",
+        case,
+        user,
+        role,
+        "cancel",
+        {"reason": body.reason, "note": body.note, "tasks_cancelled": cancelled},
+        to_status="cancelled",
         closed_at=now(),
         deadline_at=None,
         yellow_at=None,
-    )
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="cancel",
-        from_status=case.status,
-        to_status="cancelled",
-        payload={"reason": body.reason, "note": body.note, "tasks_cancelled": cancelled},
     )
 
 
