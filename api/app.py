@@ -23,8 +23,10 @@ from api.routers import (
     grids,
     meta,
     photos,
+    planning,
     reference,
     reports,
+    responsibility,
     tasks,
     tracks,
     workflow,
@@ -95,6 +97,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         tracks,
         calendar,
         workflow,
+        planning,
+        responsibility,
     ):
         app.include_router(module.router)
     return app

@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import admin_db, cluster
 from api.settings import Settings, get_settings
@@ -81,6 +84,18 @@ def _validate(settings: Settings, geojson: str | None, tolerance: float) -> int:
     return 0 if report["valid"] else 2
 
 
+async def _with_session(settings: Settings, run: Callable[[AsyncSession], Awaitable[int]]) -> int:
+    """Run ``run(session)`` on a one-connection engine (grid import/export)."""
+    from api.db import Database
+
+    db = Database(settings.url_for(), pool_size=1)
+    try:
+        async with db.sessions() as session:
+            return await run(session)
+    finally:
+        await db.dispose()
+
+
 def _banner(settings: Settings) -> None:
     from api.seed import DEMO_ACCOUNTS
 
@@ -121,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     val = grids_sub.add_parser("validate", help="the grid validation report")
     val.add_argument("--geojson", metavar="FILE", help="also write the problem geometries as GeoJSON")
     val.add_argument("--tolerance", type=float, default=1.0, help="m² below which gaps/overlaps are ignored")
+    imp = grids_sub.add_parser("import", help="replace communities' grids from a grid file")
+    imp.add_argument("file", help=".gpkg, .geojson, .shp (with .prj) or a zipped Shapefile")
+    imp.add_argument("--dry-run", action="store_true", help="print the plan and the validation report only")
+    imp.add_argument("--community", metavar="CODE", help="replace only this community (12 digits)")
+    exp = grids_sub.add_parser("export", help="write the grids as GeoPackage, Shapefile or GeoJSON")
+    exp.add_argument("file", help="FILE.gpkg, FILE.zip or FILE.shp (Shapefile), FILE.geojson")
+    exp.add_argument("--format", choices=["gpkg", "shp", "geojson"], help="default: from the file name")
+    exp.add_argument("--community", metavar="CODE", help="only this community")
+    exp.add_argument("--area", metavar="CODE", help="only this management area, e.g. JK")
     args = parser.parse_args(argv)
     settings = get_settings()
 
@@ -142,6 +166,23 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_seed(settings, args.force))
         elif args.command == "serve":
             _serve(settings, args.reload)
+        elif args.command == "grids" and args.grids_command == "import":
+            from grids.files import cli_import
+
+            return asyncio.run(
+                _with_session(
+                    settings,
+                    lambda s: cli_import(s, args.file, dry_run=args.dry_run, community=args.community),
+                )
+            )
+        elif args.command == "grids" and args.grids_command == "export":
+            from grids.files import cli_export
+
+            return asyncio.run(
+                _with_session(
+                    settings, lambda s: cli_export(s, args.file, args.format, args.community, args.area)
+                )
+            )
         elif args.command == "grids":
             return _validate(settings, args.geojson, args.tolerance)
         elif args.command == "up":

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases import demo_rules
 from cases import seed as cases_seed
-from geo import addressing, boundaries
+from geo import addressing, boundaries, demo_areas
 from grids import demo
 from grids import seed as grids_seed
 
@@ -29,6 +29,7 @@ _INPUTS = [
     Path(demo_rules.__file__),
     Path(boundaries.__file__),
     Path(addressing.__file__),
+    Path(demo_areas.__file__),
     Path(__file__),
     *sorted(boundaries.DATA.glob("*.geojson")),
     *sorted(cases_seed.CATALOGUE.glob("*.csv")),
@@ -72,6 +73,7 @@ async def seed_huaihua(session: AsyncSession, password: str | None, force: bool 
     await demo_rules.load_demo_rules(session)
     await grids_seed.load_components(session, city, cases_seed.component_owner)
     await addressing.load_addressing(session, city)
+    await demo_areas.load_demo_areas(session)
     people = cases_seed.demo_people(units)
     new_accounts = await cases_seed.load_people(session, people, password)
     collectors = [p.username for p in people if "collector" in p.roles]

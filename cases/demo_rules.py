@@ -118,17 +118,19 @@ DEMO_RULES: list[RuleSeed] = [
     ),
     # The component register (部件普查) names the owner of each component: it decides before
     # the class rules below, which stay for components not registered or without an owner
-    # (telecom covers, for one, are shared by three operators).
+    # (telecom covers, for one, are shared by three operators). The target falls through
+    # when the case has no such owner, so no ``component_owner: true`` condition is needed
+    # (and the rule set's YAML, which reads match values as written, round-trips).
     RuleSeed(
         "井盖类部件 → 部件登记的权属单位",
-        {"kind": "component", "component_owner": True, "classes": list(_COVER_CLASSES)},
+        {"kind": "component", "classes": list(_COVER_CLASSES)},
         target="component_owner",
         priority=1,
         position=63,
     ),
     RuleSeed(
         "其他部件 → 部件登记的权属单位",
-        {"kind": "component", "component_owner": True},
+        {"kind": "component"},
         target="component_owner",
         priority=2,
         position=66,

@@ -44,8 +44,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cases.calendar_days import load_calendar
-from cases.deadlines import TZ
+from cases.deadlines import TZ, WorkCalendar
 from geo import responsibility
 from geo.errors import NotFound
 from geo.responsibility import AreaHit
@@ -150,7 +149,7 @@ TARGETS: Final[dict[str, tuple[str, Callable[[CaseFacts, Mapping[str, Any]], str
     ),
     "area_owner": (
         "a responsibility area of the rule's kind",
-        lambda f, m: (hit.owner if (hit := _area_hit(m, f)) else None) if "inside_area_kind" in m else None,
+        lambda f, m: getattr(_area_hit(m, f), "owner", None) if "inside_area_kind" in m else None,
     ),
     "component_owner": ("a component with a registered owner", lambda f, m: f.component_owner),
 }
@@ -295,6 +294,20 @@ def validate_rule(rule: Rule) -> list[str]:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
+def _component_problem(facts: CaseFacts) -> str | None:
+    """Why the case has no component owner to send it to; None when it has one."""
+    code = facts.component_code
+    if not code:
+        return "no component reported or snapped for the case"
+    if facts.component_registered is False:
+        return f"component {code} is not in the component register"
+    if facts.component_owner is None:
+        if facts.component_registered is None:
+            return f"the owner of component {code} was not looked up"
+        return f"component {code} has no registered owner"
+    return None
+
+
 def _window(match: Mapping[str, Any]) -> tuple[time, time]:
     window = match["time_of_day"]
     return time.fromisoformat(window["from"]), time.fromisoformat(window["to"])
@@ -349,19 +362,12 @@ def _check(match: Mapping[str, Any], facts: CaseFacts) -> tuple[bool, str]:
                 f"inside {responsibility.KINDS.get(hit.kind, hit.kind)} {hit.name} (owner {hit.owner})"
             )
         elif key == "component_owner":
-            code = facts.component_code
             if facts.kind != "component":
                 return False, f"kind {facts.kind}: only a component matter has a component owner"
-            if not code:
-                return False, "no component reported or snapped for the case"
-            if facts.component_registered is False:
-                return False, f"component {code} is not in the component register"
-            if facts.component_owner is None:
-                looked = facts.component_registered is not None
-                return False, f"component {code} has no registered owner" if looked else (
-                    f"the owner of component {code} was not looked up"
-                )
-            held.append(f"component {code} owned by {facts.component_owner}")
+            missing = _component_problem(facts)
+            if missing:
+                return False, missing
+            held.append(f"component {facts.component_code} owned by {facts.component_owner}")
         elif key == "time_of_day":
             start, end = _window(match)
             span = f"{start:%H:%M}–{end:%H:%M}"
@@ -414,8 +420,13 @@ def evaluate(
             needs, resolve = TARGETS[rule.target]  # type: ignore[index]
             unit = resolve(facts, rule.match)
             if unit is None:
-                entry["reason"] = f"{reason}; but {rule.target} needs {needs} and the case has none"
+                why = _component_problem(facts) if rule.target == "component_owner" else None
+                entry["reason"] = f"{reason}; but " + (
+                    why or f"{rule.target} needs {needs} and the case has none"
+                )
                 continue
+            if rule.target == "component_owner" and "component_owner" not in rule.match:
+                reason += f"; component {facts.component_code} owned by {unit}"  # the why of the unit
         if active_units is not None and not active_units.get(unit, False):
             why = "does not exist" if unit not in active_units else "is inactive"
             entry["reason"] = f"{reason}; but unit {unit} {why}"
@@ -469,17 +480,24 @@ async def load_rules(session: AsyncSession, rule_set: int | None = None) -> list
     ]
 
 
-_COMPONENT_OWNER = text("""
-SELECT u.code AS owner FROM components c LEFT JOIN units u ON u.id = c.owner_unit_id WHERE c.code = :code
+# The component's owner and the calendar entry of the decision day, in one round trip.
+_LOOKUP = text("""
+SELECT c.registered, c.owner, d.kind AS day_kind
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT true AS registered, u.code AS owner
+    FROM components c LEFT JOIN units u ON u.id = c.owner_unit_id WHERE c.code = :code
+) AS c ON true
+LEFT JOIN calendar_days d ON d.day = :day
 """)
 
 
 async def resolve_facts(session: AsyncSession, facts: CaseFacts, rules: Sequence[Rule]) -> CaseFacts:
     """``facts`` with what the enabled ``rules`` need looked up, where the facts lack it.
 
-    The decision time (now), the areas of the kinds the rules name at the case's point, the
-    component's owner, the day type on the working calendar: a query for each that a rule
-    needs, none for what it does not.
+    The decision time (now), the areas of the kinds the rules name at the case's point (one
+    query), the component's owner and the day type of the decision day (one more): nothing
+    is looked up that no rule reads.
     """
     live = [r.match for r in rules if r.enabled and not validate_match(r.match)]
     targets = {r.target for r in rules if r.enabled}
@@ -490,14 +508,22 @@ async def resolve_facts(session: AsyncSession, facts: CaseFacts, rules: Sequence
         changes["areas"] = await responsibility.owners_at(
             session, facts.lon, facts.lat, kinds, facts.category
         )
-    code = (facts.component_code or "").strip()
+    code = (facts.component_code or "").strip() or None
     wants_owner = any("component_owner" in m for m in live) or "component_owner" in targets
-    if wants_owner and code and facts.component_registered is None:
-        row = (await session.execute(_COMPONENT_OWNER, {"code": code})).first()
-        changes["component_registered"] = row is not None
-        changes["component_owner"] = facts.component_owner or (row.owner if row else None)
-    if facts.is_workday is None and any("day_type" in m for m in live):
-        changes["is_workday"] = (await load_calendar(session)).is_workday(_local(at).date())
+    owner_needed = wants_owner and code is not None and facts.component_registered is None
+    day = _local(at).date()
+    day_needed = facts.is_workday is None and any("day_type" in m for m in live)
+    if owner_needed or day_needed:
+        row = (await session.execute(_LOOKUP, {"code": code if owner_needed else None, "day": day})).one()
+        if owner_needed:
+            changes["component_registered"] = bool(row.registered)
+            changes["component_owner"] = facts.component_owner or row.owner
+        if day_needed:
+            # An administrator's entry for a day decides only that day: the calendar of that
+            # one entry answers as the whole calendar would.
+            entry = {row.day_kind: {day}} if row.day_kind else {}
+            calendar = WorkCalendar(holidays=entry.get("holiday", ()), workdays=entry.get("workday", ()))
+            changes["is_workday"] = calendar.is_workday(day)
     return replace(facts, **changes)
 
 

@@ -31,7 +31,7 @@ from cases.lifecycle import (
 )
 from cases.photo_store import PhotoStore
 from cases.photos import CheckedPhoto, store_photos
-from cases.rules import CaseFacts, suggest
+from cases.rules import CaseFacts, case_facts, suggest
 from cases.tasks import ON_RESULT, cancel_tasks, collector_for_grid, create_task
 from geo.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -464,15 +464,8 @@ async def _unit_id(session: AsyncSession, code: str) -> int:
 
 
 def facts(row: Any) -> CaseFacts:
-    return CaseFacts(
-        category=row.category,
-        kind=row.kind,
-        area_code=row.area_code,
-        street_code=row.street_code,
-        community_code=row.community_code,
-        grid_code=row.grid_code,
-        component_code=row.component_code,
-    )
+    """What the dispatch rules see of a case row (point, class, place, time)."""
+    return case_facts(row)
 
 
 async def act(

@@ -124,7 +124,6 @@ class _City:
 
     def __init__(self, grids: Sequence[_Grid], roads: Sequence[_Road]) -> None:
         self.grids = list(grids)
-        self.index = {g.code: i for i, g in enumerate(self.grids)}
         self.tree = STRtree([g.geom for g in self.grids])
         self.roads = list(roads)
         self.road_tree = STRtree([r.geom for r in self.roads]) if self.roads else None
@@ -181,9 +180,12 @@ class _City:
         if self.road_tree is not None:
             near = self.road_tree.query(_lonlat(union.buffer(20.0)), predicate="intersects")
             if len(near):
+                window = union.buffer(30.0)  # a road runs for kilometres: only its piece here
                 band = shapely.union_all(
                     [
-                        _metric(self.roads[r].geom).buffer(HALF_WIDTH.get(self.roads[r].kind, 8.0))
+                        _metric(self.roads[r].geom)
+                        .intersection(window)
+                        .buffer(HALF_WIDTH.get(self.roads[r].kind, 8.0))
                         for r in near
                     ]
                 )
@@ -422,7 +424,9 @@ async def load_demo_areas(session: AsyncSession) -> int:
     if missing:
         raise ValueError(f"demo responsibility areas: unknown owner units {', '.join(missing)}")
     await session.execute(text("DELETE FROM responsibility_areas WHERE generated"))
-    kept = set((await session.execute(text("SELECT kind, name FROM responsibility_areas"))).tuples().all())
+    kept = {
+        (r.kind, r.name) for r in await session.execute(text("SELECT kind, name FROM responsibility_areas"))
+    }
     rows = [
         {
             "name": s.name,

@@ -167,7 +167,7 @@ def _check(
         geom, problem = parse_geometry(fields["geometry"], fields.get("crs") or CRS.cgcs2000)
         if problem:
             bad("geometry", problem)
-        row["geom"] = geom.wkt if geom is not None else None
+        row["geom"] = shapely.to_wkb(geom) if geom is not None else None
     return row, errors
 
 
@@ -263,7 +263,7 @@ async def list_areas(session: AsyncSession, q: AreaQuery = AreaQuery()) -> list[
 
 _INSERT = text("""
 INSERT INTO responsibility_areas (name, kind, owner_unit_id, matter_classes, generated, geom)
-VALUES (:name, :kind, :owner_id, :classes, :generated, ST_Multi(ST_GeomFromText(:geom, 4490)))
+VALUES (:name, :kind, :owner_id, :classes, :generated, ST_Multi(ST_GeomFromWKB(:geom, 4490)))
 RETURNING id
 """)
 
@@ -311,7 +311,7 @@ async def update(session: AsyncSession, area_id: int, changes: Mapping[str, Any]
         "kind": "kind = :kind",
         "owner_id": "owner_unit_id = :owner_id",
         "classes": "matter_classes = :classes",
-        "geom": "geom = ST_Multi(ST_GeomFromText(:geom, 4490))",
+        "geom": "geom = ST_Multi(ST_GeomFromWKB(:geom, 4490))",
     }
     sets = [columns[k] for k in row] + ["generated = false"]
     await session.execute(

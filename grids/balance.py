@@ -64,7 +64,7 @@ WITH loads AS (
     SELECT grid_code, count(*) AS n FROM reports
     WHERE received_at >= :since AND grid_code IS NOT NULL AND status <> 'merged' GROUP BY grid_code
 )
-SELECT g.code, g.area_code, g.area_m2, coalesce(l.n, 0) + :smooth AS load,
+SELECT g.code, g.area_code, g.area_m2, coalesce(l.n, 0) + CAST(:smooth AS double precision) AS load,
        ST_X(p.pt) AS x, ST_Y(p.pt) AS y, u.username
 FROM unit_grids g
 CROSS JOIN LATERAL (SELECT ST_Transform(ST_PointOnSurface(g.geom), 4546) AS pt) p
@@ -314,9 +314,11 @@ def partition(
         raise InvalidInput(f"{k} collectors for {n} grids: a beat needs at least one grid")
     rng = np.random.default_rng(seed)
     comps = sorted(_components(range(n), nbrs), key=lambda c: -w[c].sum())
-    quota = allocate(k, {i: float(w[c].sum()) for i, c in enumerate(comps)}) if len(comps) <= k else None
-    if quota is None:  # more islands than collectors: the k heaviest get one each
-        quota = {i: (1 if i < k else 0) for i in range(len(comps))}
+    # Largest remainder without a minimum: a small island is no reason for a collector of its own.
+    exact = [k * float(w[c].sum()) / float(w.sum()) for c in comps]
+    quota = {i: int(x) for i, x in enumerate(exact)}
+    for i in sorted(range(len(comps)), key=lambda i: int(exact[i]) - exact[i])[: k - sum(quota.values())]:
+        quota[i] += 1
     label = np.full(n, -1)
     next_label = 0
     for i, comp in enumerate(comps):

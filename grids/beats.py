@@ -199,7 +199,8 @@ async def assign(
 _SUMMARY = f"""
 WITH loads AS ({_LOADS})
 SELECT u.username, u.display_name, g.area_code, count(g.code) AS grids,
-       coalesce(sum(g.area_m2), 0) AS area_m2, coalesce(sum(coalesce(l.n, 0) + :smooth), 0) AS load
+       coalesce(sum(g.area_m2), 0) AS area_m2,
+       coalesce(sum(coalesce(l.n, 0) + CAST(:smooth AS double precision)), 0) AS load
 FROM users u
 LEFT JOIN beats b ON b.collector_id = u.id
 LEFT JOIN unit_grids g ON g.code = b.grid_code
@@ -210,7 +211,8 @@ ORDER BY u.username
 """
 _AREA_TOTALS = f"""
 WITH loads AS ({_LOADS})
-SELECT g.area_code, count(*) AS grids, sum(g.area_m2) AS area_m2, sum(coalesce(l.n, 0) + :smooth) AS load,
+SELECT g.area_code, count(*) AS grids, sum(g.area_m2) AS area_m2,
+       sum(coalesce(l.n, 0) + CAST(:smooth AS double precision)) AS load,
        count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = g.code)) AS unassigned
 FROM unit_grids g LEFT JOIN loads l ON l.grid_code = g.code
 GROUP BY g.area_code ORDER BY g.area_code

@@ -16,21 +16,22 @@ Import runs in four steps, and nothing changes before the last:
 1. ``read_grids``: any CRS the file declares (``.prj``, GeoPackage metadata) is reprojected to
    EPSG:4490; a file without one is refused unless its coordinates look like lon/lat.
 2. ``plan_import``: which communities are replaced, what is added, removed and changed, and
-   every problem of every row (bad geometry, malformed or legacy code, unknown community,
-   duplicate, crossing the community outline, overlap, coverage lost).
+   every problem of every row (bad geometry, malformed code, unknown community, a code of
+   another community, duplicate, crossing the community outline, overlap, coverage lost).
+   Legacy 14-digit codes (CJ/T 213-2005) are widened to 15 digits, each one said in the notes.
 3. ``dry_run``: the grid validation report (grids.validation) of the *result*, computed on a
    temporary copy inside a savepoint that is rolled back.
 4. ``apply``: in the caller's transaction, the replaced communities' grids are exactly the
-   file's. Grids whose code is kept keep their beat (and, if their shape did not change, their
-   stored geometry); removed grids lose theirs (``beats`` cascades). Reports, cases and track
-   points naming a removed code keep it: they are history, the code was right when recorded.
+   file's. Grids whose code is kept keep their beat (and, if their outline moved by less than
+   1 cm, their stored geometry); removed grids lose theirs (``beats`` cascades). Reports, cases
+   and track points naming a removed code keep it: they are history, the code was right when
+   recorded. The geo_revision trigger tells the in-process grid index to reload on commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import math
 import shutil
 import tempfile
@@ -195,11 +196,18 @@ def _source(path: Path) -> Path:
     return path
 
 
+def _said(exc: Exception, source: Path) -> str:
+    """GDAL's message without the server's folder names."""
+    return str(exc).replace(str(source.parent) + "/", "").split("; It might help")[0]
+
+
 def _layer(source: Path) -> str | None:
     try:
         layers = pyogrio.list_layers(source)
     except Exception as exc:  # pyogrio raises several kinds for unreadable files
-        raise InvalidInput(f"{source.name} is no readable GeoPackage, Shapefile or GeoJSON: {exc}") from exc
+        raise InvalidInput(
+            f"{source.name} is no readable GeoPackage, Shapefile or GeoJSON: {_said(exc, source)}"
+        ) from exc
     names = [str(name) for name, _ in layers]
     if len(names) <= 1:
         return names[0] if names else None
@@ -252,7 +260,7 @@ def read_grids(path: str | Path) -> gpd.GeoDataFrame:
     try:
         frame = gpd.read_file(source, layer=layer, engine="pyogrio")
     except Exception as exc:
-        raise InvalidInput(f"{source.name} cannot be read: {exc}") from exc
+        raise InvalidInput(f"{source.name} cannot be read: {_said(exc, source)}") from exc
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry is None:
         raise InvalidInput(f"{source.name} has no geometry")
     code_col = _column(frame, CODE_COLUMNS)
@@ -469,9 +477,9 @@ def _read_rows(
             )
             continue
         if not known.get(parsed.community):
-            why = "does not exist" if parsed.community not in known else "belongs to no management area"
+            what = "does not exist" if parsed.community not in known else "belongs to no management area"
             problems.append(
-                RowProblem("unknown_community", f"{code}: community {parsed.community} {why}", [row], [code])
+                RowProblem("unknown_community", f"{code}: community {parsed.community} {what}", [row], [code])
             )
             continue
         polygon, why = _polygon(geom)
@@ -696,14 +704,8 @@ async def plan_import(
 
 # --- dry run -------------------------------------------------------------------------------
 
-# SEAM (grids.validation): validate() reads the table ``unit_grids`` by its bare name. A TEMP table
-# of that name shadows public.unit_grids inside this session (pg_temp is searched first), so the
-# report is computed over the candidate result with validate's own SQL. Once validate() takes
-# ``table: str = "unit_grids"``, the call below passes table="pg_temp.unit_grids" and no longer
-# relies on the search path; until then ``DISCARD PLANS`` keeps a statement prepared earlier on
-# this pooled connection from reading the public table through a cached plan.
-_VALIDATE_TAKES_TABLE = "table" in inspect.signature(validate).parameters
-
+# The dry run fills a TEMP table ``unit_grids`` with the import's result (the other
+# communities' stored grids plus the file's) and validates it with validate()'s own SQL.
 _RESULT_TABLE = """
 CREATE TEMP TABLE unit_grids (
     code char(15), community_code text, area_code text, area_m2 double precision,
@@ -722,10 +724,7 @@ SELECT code, community_code, area_code, {_M2.format(g="geom")}, false, now(), ge
 
 
 async def _validate_result(session: AsyncSession, tol: Tolerances) -> dict[str, Any]:
-    if _VALIDATE_TAKES_TABLE:
-        return await validate(session, tol, table="pg_temp.unit_grids")  # type: ignore[call-arg]  # SEAM call site 1
-    await session.execute(text("DISCARD PLANS"))
-    return await validate(session, tol)  # SEAM call site 2: shadowed by the temp table
+    return await validate(session, tol, table="pg_temp.unit_grids")
 
 
 async def dry_run(
@@ -748,18 +747,14 @@ async def dry_run(
         await session.execute(text(_RESULT_FILE), _arrays(plan.candidates))
         await session.execute(text("CREATE INDEX ON pg_temp.unit_grids USING gist (geom)"))
         await session.execute(text("ANALYZE pg_temp.unit_grids"))
-        try:
-            report = await _validate_result(session, tol)
-        finally:
-            if not _VALIDATE_TAKES_TABLE:
-                await session.execute(text("DISCARD PLANS"))
+        report = await _validate_result(session, tol)
     report["areas"] = None if whole_city else plan.areas
     return report
 
 
 # --- apply ---------------------------------------------------------------------------------
 
-_DELETE = "DELETE FROM unit_grids WHERE community_code = ANY(:communities) AND code <> ALL(:codes)"
+_DELETE = "DELETE FROM unit_grids WHERE code = ANY(:codes) AND community_code = ANY(:communities)"
 _UPSERT = f"""
 INSERT INTO unit_grids (code, community_code, area_code, area_m2, generated, geom)
 SELECT code, community_code, area_code, {_M2.format(g="geom")}, false, geom FROM ({_UNNEST}) f
@@ -783,8 +778,9 @@ async def apply(session: AsyncSession, plan: ImportPlan, tol: Tolerances | None 
     if checked.problems:
         plan.problems = checked.problems
         raise refusal(plan)
-    keep = [c.code for c in plan.candidates]
-    await session.execute(text(_DELETE), {"communities": plan.communities, "codes": keep})
+    # The diff was taken under the lock: what it calls removed is exactly what is no longer in the file.
+    if checked.removed:
+        await session.execute(text(_DELETE), {"communities": plan.communities, "codes": checked.removed})
     write = set(checked.added) | set(checked.changed)
     rows = [c for c in plan.candidates if c.code in write]
     if rows:

@@ -9,6 +9,7 @@ geometry, so the report opens as GeoJSON in QGIS.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,8 +109,16 @@ WHERE NOT EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = g.code)
 """
 
 
-async def validate(session: AsyncSession, tol: Tolerances | None = None) -> dict[str, Any]:
-    """The report as JSON: a summary per kind and the list of problems."""
+async def validate(
+    session: AsyncSession, tol: Tolerances | None = None, table: str = "unit_grids"
+) -> dict[str, Any]:
+    """The report as JSON: a summary per kind and the list of problems.
+
+    ``table``: the grids to check, by default the stored ones; grids.files passes the temporary
+    table of an import's result (``pg_temp.unit_grids``) for its dry run.
+    """
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?", table):
+        raise ValueError(f"not a table name: {table!r}")
     tol = tol or Tolerances()
     problems: list[Problem] = []
 
@@ -117,7 +126,7 @@ async def validate(session: AsyncSession, tol: Tolerances | None = None) -> dict
         return json.loads(gj) if gj else None
 
     async def rows(sql: str) -> list[Any]:
-        return list((await session.execute(text(sql))).all())
+        return list((await session.execute(text(sql.replace("unit_grids", table)))).all())
 
     for r in await rows(_INVALID):
         problems.append(Problem("invalid_geometry", r.reason, [r.code.strip()], r.area_code, None, geo(r.gj)))
