@@ -274,13 +274,14 @@ async def submit(
     if matter.photo_reused:
         flags.append("photo_reused")
     flags = sorted(set(flags))
-    place = (await reverse(session, where.lon, where.lat, where=where))["text"]
+    # The place text is written on first read or at filing (``place_of``), not here: the
+    # submission path stays lean for the collectors' 201.
     row = _row(
         data,
         where,
         where.lon,
         where.lat,
-        place=place,
+        place=None,
         source="collector",
         collector_id=collector.id,
         created_by=collector.id,
@@ -301,7 +302,7 @@ async def submit(
                 f"client_id {data.client_id} was already used for a different report ({existing.id})",
                 errors=[{"field": "client_id", "message": "already used for other content"}],
             )
-        return await get(session, existing.id, collector), False
+        return await get(session, existing.id, collector, fill_place=False), False
     await session.commit()  # the 201 means: on disk
     return _shape(_stored(inserted, row, where, flags), collector), True
 
@@ -448,11 +449,32 @@ def _shape(row: Any, viewer: Principal) -> dict[str, Any]:
     }
 
 
-async def get(session: AsyncSession, report_id: int, viewer: Principal) -> dict[str, Any]:
+async def place_of(session: AsyncSession, report_id: int) -> str | None:
+    """The report's place text (reverse geocoding), computed and kept the first time it is asked for."""
+    row = (
+        await session.execute(
+            text("SELECT place, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM reports WHERE id = :id"),
+            {"id": report_id},
+        )
+    ).first()
+    if row is None or row.place is not None:
+        return row.place if row else None
+    place = (await reverse(session, row.lon, row.lat))["text"]
+    await session.execute(text("UPDATE reports SET place = :p WHERE id = :id"), {"p": place, "id": report_id})
+    return place
+
+
+async def get(
+    session: AsyncSession, report_id: int, viewer: Principal, fill_place: bool = True
+) -> dict[str, Any]:
     row = (await session.execute(text(f"{_SELECT} WHERE r.id = :id"), {"id": report_id})).first()
     if row is None or not may_see(viewer, row):
         raise NotFound(f"no report {report_id}")  # 404 also for what the caller may not see
-    return _shape(row, viewer)
+    body = _shape(row, viewer)
+    if body["place"] is None and fill_place:
+        body["place"] = await place_of(session, report_id)
+        await session.commit()
+    return body
 
 
 async def changed_since(

@@ -31,6 +31,7 @@ from cases.lifecycle import (
 )
 from cases.photo_store import PhotoStore
 from cases.photos import CheckedPhoto, store_photos
+from cases.reports import place_of
 from cases.rules import CaseFacts, case_facts, suggest
 from cases.tasks import ON_RESULT, cancel_tasks, collector_for_grid, create_task
 from geo.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -237,6 +238,7 @@ async def _new_number(session: AsyncSession) -> str:
 
 
 async def _create_case(session: AsyncSession, report: Any, status: str) -> tuple[int, str]:
+    await place_of(session, report.id)  # the case carries the report's place text
     number = await _new_number(session)
     case_id = await session.scalar(
         text(
