@@ -18,6 +18,7 @@ from api.routers import (
     admin,
     calendar,
     components,
+    dispatch_rules,
     geo,
     geocode,
     grids,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         workflow,
         planning,
         responsibility,
+        dispatch_rules,
     ):
         app.include_router(module.router)
     return app

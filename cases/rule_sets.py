@@ -12,9 +12,10 @@ A rule set travels as YAML (or the same shape in JSON)::
         priority: 1
         enabled: true
 
-Positions come from the order (10, 20, …). Codes in ``match`` are read as written: an
-unquoted ``01001`` stays the string ``'01001'`` (YAML would read a number), since every
-class, street and grid code is a string of digits.
+Positions come from the order (10, 20, …). Numbers in ``match`` are read as written: an
+unquoted ``01001`` stays the code ``'01001'`` and ``22:00`` the time ``'22:00'`` (YAML 1.1
+would read the octal 513 and the sexagesimal 1320); export quotes them anyway. The conditions
+and targets are those of ``cases.rules`` (the export's header lists them).
 
 Each change is a new version (``dispatch_rule_sets`` + its ``dispatch_rules`` rows); old
 versions are never modified, because cases keep pointing at the rules that routed them
@@ -57,9 +58,7 @@ _IGNORED_TOP_KEYS: Final = frozenset(("activated_at", "created_at", "created_by"
 _LOCK_KEY: Final = 0x6369_7479_7275_6C65  # "cityrule"
 
 _STR = "tag:yaml.org,2002:str"
-_PLAIN_SCALARS = frozenset(
-    ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
-)
+_NUMBERS = frozenset(("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"))
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Problem = dict[str, Any]  # {"field", "message", "rule"?, "line"?}
@@ -113,11 +112,18 @@ def _get(mapping: yaml.Node, key: str) -> yaml.Node | None:
 
 
 def _codes_as_written(node: yaml.Node) -> None:
-    """Plain scalars in a match read as the string written: ``01001``, not the number 513."""
-    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    for item in items:
-        if isinstance(item, yaml.ScalarNode) and not item.style and item.tag in _PLAIN_SCALARS:
-            item.tag = _STR
+    """Numbers in a match read as the text written: ``01001`` is a class code, not the octal
+    number 513, and ``22:00`` a time, not the sexagesimal 1320. Booleans stay booleans."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, yaml.ScalarNode):
+            if not item.style and item.tag in _NUMBERS:
+                item.tag = _STR
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend(item.value)
+        elif isinstance(item, yaml.MappingNode):
+            stack.extend(value for _, value in item.value)
 
 
 def _rule_nodes(root: yaml.Node) -> list[yaml.Node]:
@@ -290,7 +296,7 @@ def read_document(source: str | bytes | Any) -> Document:
             rules.append(rule)
     if problems:
         raise _invalid(problems)
-    return Document(rules, note.strip() or None if note else None, version, lines or None)
+    return Document(rules, (note or "").strip() or None, version, lines or None)
 
 
 def parse_document(source: str | bytes | Any) -> list[Rule]:
@@ -524,7 +530,7 @@ async def activate(session: AsyncSession, version: int, user_id: int | None) -> 
         raise NotFound(f"no rule set version {version}")
     if not exists:
         await _flip(session, version)
-    log.info("dispatch rule set %s activated by user %s", version, user_id)
+        log.info("dispatch rule set %s activated by user %s", version, user_id)
 
 
 _META_SQL = """
@@ -593,6 +599,8 @@ _Dumper.add_representer(_Code, lambda d, data: d.represent_scalar(_STR, str(data
 def _quoted(value: Any) -> Any:
     if isinstance(value, str):
         return _Code(value)
+    if isinstance(value, Mapping):
+        return {k: _quoted(v) for k, v in value.items()}
     return [_quoted(v) for v in value] if isinstance(value, list) else value
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db import Database
 from api.settings import Settings
+from cases import rule_quality
 from cases.deadlines import TZ
-from cases.rule_quality import MARGIN, Router, quality, quality_report, simulate
+from cases.rule_quality import MARGIN, quality, quality_report, route_cases, simulate
 from cases.rule_sets import create_version, parse_document
-from cases.rules import CaseFacts, evaluate, load_rules
+from cases.rules import case_facts, evaluate, load_rules, resolve_facts
 from geo.errors import InvalidInput, NotFound
 from tests.conftest import PASSWORD, CloneDb, make_app
 from tests.test_rule_sets import with_router
@@ -65,8 +69,13 @@ async def add_case(
     filed_at: datetime,
     events: list[tuple[str, str, dict[str, Any]]],
     *,
-    area: str = "HC",
+    area: str | None = "HC",
     street: str | None = S1,
+    community: str | None = None,
+    grid: str | None = None,
+    component: str | None = None,
+    lon: float = 110.0,
+    lat: float = 27.55,
     status: str = "closed",
     handle_deadline_at: datetime | None = None,
     handled_at: datetime | None = None,
@@ -77,12 +86,13 @@ async def add_case(
         text("""
         WITH r AS (
             INSERT INTO reports (source, kind, category, status, geom, received_at)
-            VALUES ('hotline', :kind, :cat, 'filed', ST_SetSRID(ST_MakePoint(110.0, 27.55), 4490), :at)
+            VALUES ('hotline', :kind, :cat, 'filed', ST_SetSRID(ST_MakePoint(:lon, :lat), 4490), :at)
             RETURNING id)
         INSERT INTO cases (number, status, report_id, kind, category, street_code, community_code,
-                           area_code, geom, filed_at, handle_deadline_at, handled_at, rule_id, rule_set)
-        SELECT :number, :status, r.id, :kind, :cat, :street, NULL, :area,
-               ST_SetSRID(ST_MakePoint(110.0, 27.55), 4490), :at, :deadline, :handled, :rule_id, :rule_set
+                           grid_code, component_code, area_code, geom, filed_at, handle_deadline_at,
+                           handled_at, rule_id, rule_set)
+        SELECT :number, :status, r.id, :kind, :cat, :street, :community, :grid, :component, :area,
+               ST_SetSRID(ST_MakePoint(:lon, :lat), 4490), :at, :deadline, :handled, :rule_id, :rule_set
         FROM r RETURNING id"""),
         {
             "number": number,
@@ -90,6 +100,11 @@ async def add_case(
             "kind": "component" if category.startswith("01") else "event",
             "cat": category,
             "street": street,
+            "community": community,
+            "grid": grid,
+            "component": component,
+            "lon": lon,
+            "lat": lat,
             "area": area,
             "at": filed_at,
             "deadline": handle_deadline_at,
@@ -244,7 +259,12 @@ async def test_simulate_over_http(settings: Settings, qdb: Database, version: in
             json={"rules": version, "from": period["to"], "to": period["from"]},
             headers=planner,
         )
-        assert r.status_code == 422
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "to"
+        r = await c.post("/api/v1/dispatch-rules/simulate", json={"rules": 1}, headers=planner)
+        assert r.status_code == 422 and {e["field"] for e in r.json()["errors"]} == {"from", "to"}
+        huge = {"rules": "# " + "x" * (3 * 1024 * 1024), **period}
+        r = await c.post("/api/v1/dispatch-rules/simulate", json=huge, headers=planner)
+        assert r.status_code == 413
 
         r = await c.get(
             "/api/v1/dispatch-rules/quality",
@@ -259,27 +279,160 @@ async def test_simulate_over_http(settings: Settings, qdb: Database, version: in
         assert r.json()["version"] == version and "rules" in r.json()
 
 
-async def test_the_router_agrees_with_evaluate(qdb: Database) -> None:
-    """The shortcuts of ``Router`` (class filter, cache) give ``evaluate``'s answers: every class
-    in every street of the demo, with the demo set, and a unit gone inactive."""
+@pytest.fixture(scope="module")
+async def mixed_cases(qdb: Database) -> tuple[datetime, datetime]:
+    """300 cases in March 2025 that exercise every condition of the demo set: responsibility
+    areas (nested, class-restricted), registered and unknown components, night and day,
+    working and rest days. Returns their period."""
+    rng = random.Random(7)
+    start = datetime(2025, 3, 1, tzinfo=TZ)  # a Saturday
+    async with qdb.sessions() as session:
+        grids = (
+            await session.execute(
+                text("""
+            SELECT grid, community_code, area_code, street, x, y FROM (
+                SELECT code::text AS grid, community_code, area_code, left(code, 9) AS street,
+                       ST_X(ST_PointOnSurface(geom)) AS x, ST_Y(ST_PointOnSurface(geom)) AS y,
+                       row_number() OVER (ORDER BY code) AS n
+                FROM unit_grids WHERE code LIKE '431202001%' OR code LIKE '4312%9%0') g
+            WHERE n % 7 = 0 ORDER BY grid LIMIT 30""")
+            )
+        ).all()
+        for i, (kind, owner, radius, classes) in enumerate(
+            [
+                ("property_compound", "garden", 0.0015, None),
+                ("property_compound", "water", 0.0008, None),  # inside the first: the smaller wins
+                ("park", "garden", 0.001, ["06010"]),  # for one class only
+                ("river_bank", "drainage", 0.001, None),
+                ("construction_site", "power", 0.001, None),
+                ("road_contract", "light", 0.001, None),
+            ]
+        ):
+            g = grids[max(0, i - 1)]
+            await session.execute(
+                text("""
+                INSERT INTO responsibility_areas (name, kind, owner_unit_id, matter_classes, geom)
+                SELECT :name, :kind, u.id, :classes,
+                       ST_Multi(ST_Buffer(ST_SetSRID(ST_MakePoint(:x, :y), 4490), :r))
+                FROM units u WHERE u.code = :owner"""),
+                {
+                    "name": f"测试区域{i}",
+                    "kind": kind,
+                    "owner": owner,
+                    "classes": classes,
+                    "x": g.x,
+                    "y": g.y,
+                    "r": radius,
+                },
+            )
+        components = (
+            await session.execute(
+                text("""
+            SELECT DISTINCT ON (c.class_code) m.code::text AS category, c.code::text AS component,
+                   ST_X(c.geom) AS x, ST_Y(c.geom) AS y, g.code::text AS grid, g.community_code,
+                   g.area_code, left(g.code, 9) AS street
+            FROM components c
+            JOIN matter_classes m ON m.component_class = c.class_code AND m.active
+            JOIN unit_grids g ON ST_Contains(g.geom, c.geom)
+            ORDER BY c.class_code, c.code LIMIT 40""")
+            )
+        ).all()
+        events = ["06010", "06012", "06036", "06047", "06013", "06050", "06028", "09001", "09002", "09005",
+                  "08001", "08003", "06001", "07001", "06034", "10001"]  # fmt: skip
+        for i in range(300):
+            filed = start + timedelta(minutes=rng.randrange(14 * 24 * 60))
+            unit = rng.choice(["hw-hc", "water", f"jd-{S1}", "cgj-hc", "garden"])
+            if i % 4 == 0:
+                c = rng.choice(components)
+                component = c.component if i % 12 else ("43120200" + "9" * 9 if i % 24 else None)
+                await add_case(
+                    session, f"MIX-{i:03d}", c.category, filed, [by_rule(unit, 1, 1)], lon=c.x, lat=c.y,
+                    grid=c.grid, community=c.community_code, street=c.street, area=c.area_code,
+                    component=component,
+                )  # fmt: skip
+            else:
+                g = grids[rng.randrange(6) if i % 3 else rng.randrange(len(grids))]
+                await add_case(
+                    session, f"MIX-{i:03d}", rng.choice(events), filed, [by_rule(unit, 1, 1)],
+                    lon=g.x + rng.choice([0.0, 0.0, 0.0005, 0.0025]), lat=g.y, grid=g.grid,
+                    community=g.community_code, street=g.street, area=g.area_code,
+                )  # fmt: skip
+        await session.commit()
+    return start, start + timedelta(days=14)
+
+
+async def naive_routes(
+    session: AsyncSession, rules: list, start: datetime, end: datetime
+) -> dict[str, tuple[int | None, str | None]]:
+    """Case by case, as a dispatch at the time of the first one: ``resolve_facts`` + ``evaluate``."""
+    active = dict((await session.execute(text("SELECT code, active FROM units"))).all())
+    rows = (
+        await session.execute(
+            text("""
+        SELECT c.*, ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat,
+               (SELECT e.at FROM case_events e WHERE e.case_id = c.id AND e.action = 'dispatch'
+                ORDER BY e.id LIMIT 1) AS dispatched
+        FROM cases c WHERE c.filed_at >= :a AND c.filed_at < :b"""),
+            {"a": start, "b": end},
+        )
+    ).all()
+    positions = {r.id: r.position for r in rules}
+    out = {}
+    for row in rows:
+        if row.dispatched is None:
+            continue
+        facts = await resolve_facts(session, replace(case_facts(row), at=row.dispatched), rules)
+        d = evaluate(rules, facts, active)
+        out[row.number] = (positions.get(d.rule_id), d.unit_code)
+    return out
+
+
+async def test_grouped_routing_agrees_with_dispatch(
+    qdb: Database, mixed_cases: tuple[datetime, datetime]
+) -> None:
+    """``simulate``'s shortcuts (one query, decisions per distinct facts) decide every case as
+    the dispatch itself would have, the demo set's areas, owners, times and day types included."""
+    start, end = mixed_cases
     async with qdb.sessions() as session:
         rules = await load_rules(session, 1)
-        active = dict((await session.execute(text("SELECT code, active FROM units"))).all())
-        classes = (await session.execute(text("SELECT code, kind FROM matter_classes"))).all()
-        streets = (
-            await session.execute(text("SELECT code, area_code FROM regions WHERE level = 'street'"))
-        ).all()
-    active["water"] = False
-    router = Router(rules, active)
-    ids = {r.id: i for i, r in enumerate(router.rules)}
-    checked = 0
-    for code, kind in classes:
-        for street, area in [*streets, (None, None), (None, "HC")]:
-            facts = CaseFacts(code.strip(), kind, area, street)
-            d = evaluate(rules, facts, active)
-            assert router.route(facts) == (ids.get(d.rule_id), d.unit_code), facts
-            checked += 1
-    assert checked > 1000
+        fast = await route_cases(session, 1, start, end)
+        assert fast == await naive_routes(session, rules, start, end)
+        used = Counter(position for position, _ in fast.values())
+        assert len(fast) == 300 and len(used) >= 12, used
+        # Every kind of condition and target the demo set uses decided some case.
+        by_position = {r.position: r for r in rules}
+        for feature in ("inside_area_kind", "time_of_day", "day_type", "component_owner"):
+            if any(feature in r.match for r in rules):
+                assert any(feature in by_position[p].match for p in used if p is not None), feature
+        for target in ("area_owner", "component_owner", "street_office", "area_sanitation"):
+            if any(r.target == target for r in rules):
+                assert any(by_position[p].target == target for p in used if p is not None), target
+        # A unit gone inactive: the area it owns falls through to the next rule, in both.
+        await session.execute(text("UPDATE units SET active = false WHERE code IN ('water', 'garden')"))
+        assert await route_cases(session, 1, start, end) == await naive_routes(session, rules, start, end)
+        result = await simulate(session, 1, start, end)
+        await session.rollback()
+    assert result["method"] == "grouped" and result["cases"] == 300
+
+
+async def test_a_condition_unknown_here_is_resolved_per_case(
+    qdb: Database, mixed_cases: tuple[datetime, datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A condition the rules module knows and this one does not (as time_of_day here): each
+    case goes through ``resolve_facts``, slowly, to the same answers."""
+    start, end = mixed_cases
+    async with qdb.sessions() as session:
+        grouped = await simulate(session, 1, start, end)
+        monkeypatch.delitem(rule_quality._CONDITION_COLUMNS, "time_of_day")
+        per_case = await simulate(session, 1, start, end)
+        assert await route_cases(session, 1, start, end) == await naive_routes(
+            session, await load_rules(session, 1), start, end
+        )
+    assert (grouped["method"], per_case["method"]) == ("grouped", "per_case")
+    drop = ("method", "elapsed_ms")
+    assert {k: v for k, v in per_case.items() if k not in drop} == {
+        k: v for k, v in grouped.items() if k not in drop
+    }
 
 
 # --- quality --------------------------------------------------------------------------------
@@ -452,40 +605,63 @@ async def test_quality_of_an_unknown_version(qdb: Database) -> None:
         assert await quality(session, 1, datetime(2001, 1, 1), datetime(2001, 2, 1)) == []
 
 
-# --- synthetic load (for the performance figure; see the report) ------------------------------
+# --- synthetic load ---------------------------------------------------------------------------
 
 
-async def synthetic_cases(session: AsyncSession, n: int, start: datetime, days: int = 365) -> None:
-    """``n`` dispatched cases spread over ``days`` from ``start``: random grids and classes, a
-    file, dispatch (with a 38-rule trace, as real ones), sign and handle event each."""
+async def synthetic_cases(
+    session: AsyncSession, n: int, start: datetime, days: int = 365, areas: int = 0
+) -> None:
+    """``n`` dispatched cases spread over ``days`` from ``start`` (for the performance figure in
+    the report, and below): random grids, classes skewed to a few, components of the register
+    on component matters, a random first unit; a file, dispatch (with a 38-rule trace, as real
+    ones), sign and handle event each. With ``areas``, that many responsibility areas of
+    random kinds around random grids first."""
     await session.execute(text("SELECT setseed(0.42)"))
+    if areas:
+        await session.execute(
+            text("""
+            INSERT INTO responsibility_areas (name, kind, owner_unit_id, geom)
+            SELECT 'synthetic area ' || i,
+                   (ARRAY['property_compound', 'park', 'river_bank', 'construction_site',
+                          'road_contract'])[1 + floor(random() * 5)::int],
+                   (SELECT id FROM units WHERE active ORDER BY random() + i * 0 LIMIT 1),
+                   ST_Multi(ST_Buffer(ST_PointOnSurface(g.geom), 0.001 + random() * 0.003))
+            FROM generate_series(1, :a) i
+            CROSS JOIN LATERAL (SELECT geom FROM unit_grids OFFSET floor(random() * 11000 + i * 0)::int LIMIT 1) g"""),
+            {"a": areas},
+        )
     await session.execute(
         text("""
         CREATE TEMP TABLE synth ON COMMIT DROP AS
         WITH g AS (SELECT array_agg(code ORDER BY code) AS codes FROM unit_grids),
              m AS (SELECT array_agg(code ORDER BY code) AS codes, array_agg(kind ORDER BY code) AS kinds
                    FROM matter_classes WHERE active),
-             u AS (SELECT array_agg(code ORDER BY code) AS codes FROM units WHERE active)
+             u AS (SELECT array_agg(code ORDER BY code) AS codes FROM units WHERE active),
+             k AS (SELECT array_agg(code ORDER BY code) AS codes FROM components)
         SELECT i, g.codes[1 + floor(random() * cardinality(g.codes))::int] AS grid,
                1 + floor(power(random(), 3) * cardinality(m.codes))::int AS ci, m.codes AS classes,
                m.kinds, u.codes[1 + floor(random() * cardinality(u.codes))::int] AS unit,
-               CAST(:start AS timestamptz) + random() * make_interval(days => :days) AS at
-        FROM generate_series(1, :n) i, g, m, u"""),
+               k.codes[1 + floor(random() * cardinality(k.codes))::int] AS component,
+               CAST(:start AS timestamptz) + random() * make_interval(days => :days) AS at,
+               random() * 0.0004 AS dx
+        FROM generate_series(1, :n) i, g, m, u, k"""),
         {"n": n, "start": start, "days": days},
     )
     await session.execute(
         text("""
         INSERT INTO reports (source, kind, category, description, status, geom, received_at)
         SELECT 'hotline', s.kinds[s.ci], s.classes[s.ci], 'synthetic ' || s.i, 'filed',
-               ST_SetSRID(ST_MakePoint(110.0, 27.55), 4490), s.at
-        FROM synth s""")
+               ST_Translate(ST_PointOnSurface(g.geom), s.dx, 0), s.at
+        FROM synth s JOIN unit_grids g ON g.code = s.grid""")
     )
     await session.execute(
         text("""
         INSERT INTO cases (number, status, report_id, kind, category, grid_code, community_code,
-                           street_code, area_code, geom, filed_at, unit_id)
+                           street_code, area_code, component_code, geom, filed_at, unit_id)
         SELECT 'SYN-' || s.i, 'handled', r.id, s.kinds[s.ci], s.classes[s.ci], g.code, g.community_code,
-               left(g.code, 9), g.area_code, r.geom, s.at, (SELECT id FROM units WHERE code = s.unit)
+               left(g.code, 9), g.area_code,
+               CASE WHEN s.kinds[s.ci] = 'component' AND s.i % 5 > 0 THEN s.component END,
+               r.geom, s.at, (SELECT id FROM units WHERE code = s.unit)
         FROM synth s
         JOIN reports r ON r.description = 'synthetic ' || s.i
         JOIN unit_grids g ON g.code = s.grid""")
@@ -513,3 +689,35 @@ async def synthetic_cases(session: AsyncSession, n: int, start: datetime, days: 
         ORDER BY c.id, e.k"""),
         {"trace": json.dumps(trace, ensure_ascii=False)},
     )
+
+
+async def test_synthetic_cases_grouped_as_dispatched(clone_db: CloneDb) -> None:
+    """On random cases with random areas, too, the grouped routing decides as the dispatch."""
+    database = Database(await clone_db(), pool_size=2)
+    start = datetime(2024, 1, 1, tzinfo=TZ)
+    try:
+        async with database.sessions() as session:
+            await synthetic_cases(session, 400, start, days=60, areas=300)
+            await session.commit()
+        async with database.sessions() as session:
+            rules = await load_rules(session, 1)
+            end = start + timedelta(days=61)
+            fast = await route_cases(session, 1, start, end)
+            assert len(fast) == 400 and fast == await naive_routes(session, rules, start, end)
+            result = await simulate(session, 1, start, end)
+            assert result["cases"] == 400 and sum(m["count"] for m in result["moves"]) == result["changed"]
+            assert sum(r["cases"] for r in result["by_rule"]) == 400
+            first = dict(
+                (
+                    await session.execute(
+                        text(
+                            "SELECT DISTINCT ON (c.id) c.number, e.payload->>'unit' FROM cases c "
+                            "JOIN case_events e ON e.case_id = c.id AND e.action = 'dispatch' ORDER BY c.id, e.id"
+                        )
+                    )
+                ).all()
+            )
+            assert sum(1 for number, (_, unit) in fast.items() if unit != first[number]) == result["changed"]
+            assert result["changed"] > 300  # the first units are random
+    finally:
+        await database.dispose()

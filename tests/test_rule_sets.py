@@ -15,11 +15,11 @@ from sqlalchemy import text
 from api.db import Database
 from api.routers import dispatch_rules
 from api.settings import Settings
-from cases.demo_rules import DEMO_RULES
+from cases.demo_rules import demo_rules
 from cases.rule_sets import dump_document, parse_document, read_document
 from geo.errors import InvalidInput
 from tests.conftest import PASSWORD, CloneDb, Login, make_app
-from tests.test_workflow import dispatched, spot  # noqa: F401  (the spot fixture)
+from tests.test_workflow import dispatched, spot, unit_user  # noqa: F401  (the spot fixture)
 
 YAML = {"Content-Type": "application/yaml"}
 
@@ -94,14 +94,18 @@ async def test_yaml_round_trip_history_and_activation(
     assert first.startswith("# 派遣规则 dispatch rules, version 1 (active)")
     assert "match: {classes: ['01001']}" in first  # codes quoted, conditions on one line
     document = read_document(first)
-    assert document.version == 1 and len(document.rules) == len(DEMO_RULES)
-    assert [r.name for r in document.rules] == [s.name for s in DEMO_RULES]
+    demo = sorted(demo_rules(), key=lambda r: r.position)
+    n = len(demo)
+    assert document.version == 1 and [r.name for r in document.rules] == [r.name for r in demo]
+    assert [(r.match, r.unit_code, r.target) for r in document.rules] == [
+        (r.match, r.unit_code, r.target) for r in demo
+    ]
     assert [r.position for r in document.rules[:3]] == [10, 20, 30]
     assert document.lines and document.lines[0] == first.splitlines().index("rules:") + 2
 
     r = await put(rc, as_, first.replace(f"note: {document.note}", "note: 原样导入"))
     assert r.status_code == 201, r.text
-    assert r.json() == {"version": 2, "active": True, "rules": len(DEMO_RULES), "warnings": []}
+    assert r.json() == {"version": 2, "active": True, "rules": n, "warnings": []}
     second = await export(rc, as_)
     assert second.startswith("# 派遣规则 dispatch rules, version 2 (active)")
     assert "created" in second.splitlines()[1] and "by admin" in second.splitlines()[1]
@@ -109,15 +113,16 @@ async def test_yaml_round_trip_history_and_activation(
 
     current = (await rc.get("/api/v1/dispatch-rules", headers=await as_("operator01"))).json()
     assert (current["version"], current["note"], current["active"]) == (2, "原样导入", True)
-    assert current["activated_at"] and len(current["rules"]) == len(DEMO_RULES)
+    assert current["activated_at"] and len(current["rules"]) == n
     old = (await rc.get("/api/v1/dispatch-rules/versions/1", headers=await as_("operator01"))).json()
     assert old["active"] is False and [x["name"] for x in old["rules"]] == [
         x["name"] for x in current["rules"]
     ]
     assert not {x["id"] for x in old["rules"]} & {x["id"] for x in current["rules"]}  # new rows
-    assert current["rules"][6] == {
-        "id": current["rules"][6]["id"],
-        "position": 70,
+    water = next(x for x in current["rules"] if x["name"] == "供水井盖 → 自来水公司")
+    assert water == {
+        "id": water["id"],
+        "position": water["position"],
         "name": "供水井盖 → 自来水公司",
         "match": {"classes": ["01001"]},
         "unit": "water",
@@ -128,8 +133,8 @@ async def test_yaml_round_trip_history_and_activation(
 
     history = (await rc.get("/api/v1/dispatch-rules/versions", headers=await as_("supervisor01"))).json()
     assert [(h["version"], h["active"], h["created_by"], h["rules"]) for h in history] == [
-        (2, True, "admin", len(DEMO_RULES)),
-        (1, False, None, len(DEMO_RULES)),
+        (2, True, "admin", n),
+        (1, False, None, n),
     ]
     assert history[0]["created_at"] and history[0]["activated_at"] and history[0]["note"] == "原样导入"
 
@@ -137,6 +142,20 @@ async def test_yaml_round_trip_history_and_activation(
     case = await dispatched(rc, as_, spot)
     trace = await dispatch_trace(rules_db, case["number"])
     assert trace["rule_set"] == 2 and trace["rule_id"] in {x["id"] for x in current["rules"]}
+    # The unit hands it back (回退): the rule's record shows it, read from the real events.
+    r = await rc.post(
+        f"/api/v1/cases/{case['number']}/return",
+        json={"reason": "wrong_location"},
+        headers=await as_(unit_user(case)),
+    )
+    assert r.status_code == 200, r.text
+    record = (
+        await rc.get("/api/v1/dispatch-rules/quality", params={"version": 2}, headers=await as_("planner01"))
+    ).json()
+    assert [
+        (x["rule_id"], x["routed"], x["returned"], x["returns_by_reason"]["wrong_location"])
+        for x in record["rules"]
+    ] == [(trace["rule_id"], 1, 1, 1)]
 
     r = await rc.post("/api/v1/dispatch-rules/versions/1/activate", headers=await as_("admin"))
     assert r.status_code == 200, r.text
@@ -152,6 +171,13 @@ async def test_yaml_round_trip_history_and_activation(
         assert (
             await session.scalar(text("SELECT rule_set FROM cases WHERE number = :n"), {"n": case["number"]})
         ) == 1
+    # Replayed under either version, both real cases would go where they went.
+    today = {"from": "2000-01-01T00:00:00+08:00", "to": "2100-01-01T00:00:00+08:00"}
+    for version in (1, 2):
+        r = await rc.post(
+            "/api/v1/dispatch-rules/simulate", json={"rules": version, **today}, headers=await as_("admin")
+        )
+        assert (r.json()["cases"], r.json()["changed"], r.json()["by_hand"]) == (2, 0, 0), r.text
     # Activating the active version again changes nothing; an unknown one is a 404.
     assert (await rc.post("/api/v1/dispatch-rules/versions/1/activate", headers=await as_("admin"))).json()[
         "activated_at"

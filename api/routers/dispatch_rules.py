@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
 from cases import rule_quality, rule_sets
-from geo.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from cases.rules import load_rules
+from geo.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 router = APIRouter(prefix="/api/v1/dispatch-rules", tags=["dispatch rules"], route_class=AuthRoute)
 
@@ -21,6 +22,7 @@ ANALYSTS = ("admin", "planner", "supervisor")
 
 MB = 1024 * 1024
 MAX_BODY_BYTES = 1 * MB  # a city's rule set is ~10 kB; far more is a mistake or abuse
+MAX_SIMULATE_BYTES = 2 * MB  # a rule set as a JSON string, escaped
 DRAIN_CAP_BYTES = 16 * MB
 YAML_TYPES = frozenset(("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
 JSON_TYPES = frozenset(("application/json",))
@@ -28,21 +30,22 @@ JSON_TYPES = frozenset(("application/json",))
 Version = Annotated[int, Path(ge=1, le=2_147_483_647, description="rule set version")]
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 beyond ``MAX_BODY_BYTES`` (after draining the rest)."""
+async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` (after draining the rest, up to a cap,
+    so that the client can read the answer)."""
     declared = request.headers.get("content-length", "")
     chunks, seen = [], 0
-    refused = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+    refused = declared.isdigit() and int(declared) > limit
     async for chunk in request.stream():
         seen += len(chunk)
-        refused = refused or seen > MAX_BODY_BYTES
+        refused = refused or seen > limit
         if refused:
             if seen > DRAIN_CAP_BYTES:
                 break
             continue
         chunks.append(chunk)
     if refused:
-        raise PayloadTooLarge(f"a rule set is at most {MAX_BODY_BYTES // MB} MB")
+        raise PayloadTooLarge(f"the body is larger than {limit // MB} MB")
     return b"".join(chunks)
 
 
@@ -113,14 +116,17 @@ async def put(
     raw = await _body(request)
     document = rule_sets.read_document(_json(raw) if media in JSON_TYPES else raw)
     await rule_sets.check(session, document)
-    before = await rule_sets.version_meta(session)
+    try:
+        before: int | None = (await rule_sets.version_meta(session))["version"]
+    except NotFound:
+        before = None
     version = await rule_sets.create_version(session, document.rules, document.note, user.id, activate)
     await session.commit()
     warnings = rule_sets.warnings(document.rules)
-    if document.version is not None and document.version != before["version"]:
+    if document.version is not None and before is not None and document.version != before:
         warnings.append(
             f"the document was exported from version {document.version}, "
-            f"but version {before['version']} was active: changes made meanwhile are not in it"
+            f"but version {before} was active: changes made meanwhile are not in it"
         )
     return {"version": version, "active": activate, "rules": len(document.rules), "warnings": warnings}
 
@@ -145,7 +151,7 @@ async def activate_version(version: Version, user: CurrentUser, session: DbSessi
     await session.commit()
     meta = await rule_sets.version_meta(session, version)
     # An old version may name units deactivated since: it is activated anyway, and told.
-    rules = await rule_sets.load_rules(session, version)
+    rules = await load_rules(session, version)
     problems = await rule_sets.validate(session, rules)
     return {
         **meta,
@@ -157,7 +163,7 @@ async def activate_version(version: Version, user: CurrentUser, session: DbSessi
 class SimulateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    rules: int | str | dict[str, Any] | list[Any] | None = Field(
+    rules: StrictInt | str | dict[str, Any] | list[Any] | None = Field(
         default=None,
         description="a version number, a rule set as YAML text (or as JSON); omitted: the active set",
     )
@@ -169,18 +175,27 @@ class SimulateBody(BaseModel):
     "/simulate",
     summary="Where a period's cases would have gone under a rule set",
     dependencies=[require(*ANALYSTS)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SimulateBody.model_json_schema(by_alias=True)}},
+        }
+    },
 )
-async def simulate(body: SimulateBody, session: DbSession) -> dict[str, Any]:
+async def simulate(request: Request, session: DbSession) -> dict[str, Any]:
+    """``{"rules": <version> | "<YAML>" | {...}, "from", "to"}``; the body is read here, so that a
+    pasted rule set is bounded (413) before it is parsed."""
+    try:
+        body = SimulateBody.model_validate_json(await _body(request, MAX_SIMULATE_BYTES))
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(x) for x in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()
+        ]
+        raise InvalidInput("; ".join(f"{x['field']}: {x['message']}" for x in errors), errors=errors) from exc
     rules: Any = body.rules
     if rules is None:
         rules = (await rule_sets.version_meta(session))["version"]
-    elif isinstance(rules, bool):
-        raise InvalidInput(
-            "rules is a version or a rule set", errors=[{"field": "rules", "message": "bad type"}]
-        )
     elif not isinstance(rules, int):
-        if isinstance(rules, str) and len(rules.encode()) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"a rule set is at most {MAX_BODY_BYTES // MB} MB")
         document = rule_sets.read_document(rules)
         await rule_sets.check(session, document)
         rules = document.rules
