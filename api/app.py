@@ -19,6 +19,7 @@ from api.routers import (
     calendar,
     components,
     dispatch_rules,
+    feed,
     geo,
     geocode,
     grids,
@@ -33,6 +34,7 @@ from api.routers import (
     workflow,
 )
 from api.settings import Settings, get_settings
+from cases.delivery import Sender
 from cases.photo_store import PhotoStore
 from cases.photos import sweep_orphans
 from geo.grid_index import GridIndexKeeper
@@ -65,11 +67,15 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         app.state.db = Database(url)
         app.state.grid_index = GridIndexKeeper(dsn(url))
         await app.state.grid_index.start()
+        # Delivery to units: claims due outbox messages and posts them; state lives in the database.
+        app.state.sender = Sender(app.state.db.sessions, dsn=dsn(url))
+        await app.state.sender.start()
         sweeper = asyncio.create_task(_sweep_photos(app), name="photo-sweeper")
         try:
             yield
         finally:
             sweeper.cancel()
+            await app.state.sender.stop()
             await app.state.grid_index.stop()
             await app.state.db.dispose()
 
@@ -81,6 +87,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.state.settings = settings
     app.state.grid_index = None
+    app.state.sender = None
     app.state.photo_store = PhotoStore(settings.photo_dir)
     errors.install(app)
     for module in (
@@ -101,6 +108,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         planning,
         responsibility,
         dispatch_rules,
+        feed,
     ):
         app.include_router(module.router)
     return app

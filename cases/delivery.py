@@ -147,7 +147,6 @@ class Sender:
         *,
         dsn: str | None = None,
         config: DeliveryConfig | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``dsn`` (libpq form) lets the sender LISTEN for new messages; without it, it polls."""
         self.sessions = sessions
@@ -155,7 +154,6 @@ class Sender:
         self.config = config or DeliveryConfig()
         if self.config.lease_s <= self.config.timeout_s:
             raise ValueError("lease_s must exceed timeout_s, or a slow request would be sent twice at once")
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -163,6 +161,7 @@ class Sender:
         self._listener: asyncpg.Connection | None = None
         self._listener_tried = float("-inf")
         self._yellow_due = float("-inf")
+        self._stopping = False
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -171,20 +170,21 @@ class Sender:
         if not self.config.enabled or self._loop is not None:
             return
         self._client = httpx.AsyncClient(
-            transport=self._transport,
             timeout=self.config.timeout_s,
             follow_redirects=False,  # a webhook answers itself; a redirect is a misconfiguration
             headers={"User-Agent": USER_AGENT},
         )
+        self._stopping = False
         self._loop = asyncio.create_task(self._run(), name="outbox-sender")
 
     async def stop(self) -> None:
         """Stop claiming; let requests in flight finish for ``stop_grace_s``, give back the rest."""
         if self._loop is None:
             return
+        # The flag too: Python 3.11 can lose a cancellation that races with a wake-up.
+        self._stopping = True
         self._loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._loop
+        await asyncio.wait([self._loop])  # not `await`: a cancel of our caller must still reach it
         self._loop = None
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.config.stop_grace_s)
@@ -212,7 +212,7 @@ class Sender:
     # --- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             delay = self.config.poll_s
             try:
                 await self._ensure_listener()
@@ -230,8 +230,10 @@ class Sender:
             await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: in 3.11 wait_for may swallow a cancel arriving with the wake-up.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _until_next_due(self) -> float:

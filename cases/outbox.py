@@ -371,8 +371,9 @@ async def retry(session: AsyncSession, code: str, message_id: int) -> dict[str, 
         {"id": message_id},
     )
     await session.execute(text(_NOTIFY))
-    await session.commit()
+    # Read before the commit: once committed, a sender may claim it at once.
     row = (await session.execute(text(f"{_MESSAGE} WHERE o.id = :id"), {"id": message_id})).one()
+    await session.commit()
     return shape(row)
 
 

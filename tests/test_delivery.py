@@ -475,7 +475,8 @@ async def test_delivery_resumes_after_restart(env: Env) -> None:
         return all(m.attempts >= 2 for m in await env.messages("water"))
 
     await until(tried, what="attempts against the dead receiver")
-    await first.stop()  # the service goes down with its messages pending
+    async with asyncio.timeout(5):
+        await first.stop()  # the service goes down with its messages pending
     rows = await env.messages("water")
     assert all(m.status == "pending" and "ConnectError" in m.last_error for m in rows)
 
@@ -486,6 +487,20 @@ async def test_delivery_resumes_after_restart(env: Env) -> None:
     for hit in receiver.hits:
         verify(hit, hook["secret"])
     await receiver.stop()
+
+
+async def test_stop_racing_a_wake_up(env: Env) -> None:
+    # Python 3.11's asyncio.wait_for loses a cancel arriving in the tick its event fires, and every
+    # finished delivery wakes the sender: its stop must not depend on that cancel.
+    for _ in range(3):
+        sender = await env.sender(fast(poll_s=5.0))
+        await asyncio.sleep(0.2)  # asleep until the next poll
+        sender.wake()
+        await asyncio.sleep(0)  # the wake-up is under way…
+        began = time.monotonic()
+        async with asyncio.timeout(3):
+            await sender.stop()  # …as the stop comes
+        assert time.monotonic() - began < 1.0
 
 
 async def test_abandoned_claim_is_sent_after_its_lease(env: Env) -> None:
