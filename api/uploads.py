@@ -7,9 +7,13 @@ cap) so that an ordinary HTTP client still sending it can read the 413.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from fastapi import Request
+from fastapi import Request, UploadFile
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
@@ -186,3 +190,28 @@ async def read_form(request: Request, store: PhotoStore, limits: Limits | None =
         collector.form.discard()  # a client that went away mid-upload leaves nothing behind
         raise
     return collector.form
+
+
+@asynccontextmanager
+async def saved_upload(
+    file: UploadFile, suffixes: tuple[str, ...], max_bytes: int = 50 * MB
+) -> AsyncIterator[Path]:
+    """An uploaded data file copied, in chunks, to a temporary folder that is removed afterwards.
+
+    The suffix must be one of ``suffixes`` (422); past ``max_bytes`` the upload is refused (413).
+    """
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in suffixes:
+        raise InvalidInput(
+            f"accepted files: {', '.join(suffixes)}", errors=[{"field": "file", "message": "unknown type"}]
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"upload{suffix}"
+        size = 0
+        with path.open("wb") as out:
+            while chunk := await file.read(MB):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the file is larger than {max_bytes // MB} MB")
+                out.write(chunk)
+        yield path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
@@ -11,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import STAFF, AuthRoute, CurrentUser, DbSession, require
 from api.routers.geo import Crs, Lat, Lon
+from api.uploads import saved_upload
 from geo import components
 from geo.crs import CRS, to_cgcs2000
 from geo.errors import InvalidInput
@@ -22,7 +21,6 @@ Bbox = Annotated[
     Query(description="minLon,minLat,maxLon,maxLat (CGCS2000/WGS 84)", pattern=r"^-?[\d.]+(,-?[\d.]+){3}$"),
 ]
 ClassCode = Annotated[str, Query(pattern=r"^\d{5}$", description="5-digit component class, e.g. 01001")]
-MAX_IMPORT_BYTES = 50 * 1024 * 1024
 
 
 @router.get(
@@ -122,22 +120,7 @@ async def import_file(
     file: Annotated[UploadFile, File(description="a .geojson, .gpkg or .csv file")],
     crs: Annotated[CRS | None, Query(description="CRS of CSV lon/lat columns (default wgs84)")] = None,
 ) -> dict[str, Any]:
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in (".geojson", ".json", ".gpkg", ".csv"):
-        raise InvalidInput(
-            "accepted files: .geojson, .gpkg, .csv", errors=[{"field": "file", "message": "unknown type"}]
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"upload{suffix}"
-        size = 0
-        with path.open("wb") as out:
-            while chunk := await file.read(1 << 20):
-                size += len(chunk)
-                if size > MAX_IMPORT_BYTES:
-                    raise InvalidInput(
-                        "the file is larger than 50 MB", errors=[{"field": "file", "message": "too large"}]
-                    )
-                out.write(chunk)
+    async with saved_upload(file, (".geojson", ".json", ".gpkg", ".csv")) as path:
         items = components.read_file(path, crs)
     count = await components.import_components(session, items)
     await session.commit()

@@ -110,6 +110,20 @@ async def checked_photos(form: Form, minimum: int, maximum: int = 9) -> list[Che
         raise
 
 
+async def form_with_photos(
+    request: Request, model: type[BaseModel], part: str, minimum: int, default: str | None = None
+) -> tuple[Any, list[CheckedPhoto]]:
+    """A multipart body: the JSON part ``part`` validated by ``model``, and the checked photos.
+    Every staged file is discarded on any failure."""
+    form = await read_form(request, photo_store(request))
+    try:
+        body = parse_part(model, form.fields.get(part, default), part)
+    except BaseException:
+        form.discard()
+        raise
+    return body, await checked_photos(form, minimum)
+
+
 @router.post(
     "",
     status_code=201,
@@ -118,13 +132,7 @@ async def checked_photos(form: Form, minimum: int, maximum: int = 9) -> list[Che
 )
 async def submit(request: Request, user: CurrentUser, session: DbSession, grids: Grids) -> JSONResponse:
     store = photo_store(request)
-    form = await read_form(request, store)
-    try:
-        part = parse_part(ReportPart, form.fields.get("report"), "report")
-    except BaseException:
-        form.discard()
-        raise
-    photos = await checked_photos(form, minimum=1)
+    part, photos = await form_with_photos(request, ReportPart, "report", minimum=1)
     try:
         body, created = await reports.submit(
             session, store, user, part.to_input(part.client_id), photos, grids
@@ -150,13 +158,7 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
     store = photo_store(request)
     photos: list[CheckedPhoto] = []
     if request.headers.get("content-type", "").startswith("multipart/"):
-        form = await read_form(request, store)
-        try:
-            part = parse_part(IntakePart, form.fields.get("report"), "report")
-        except BaseException:
-            form.discard()
-            raise
-        photos = await checked_photos(form, minimum=0)
+        part, photos = await form_with_photos(request, IntakePart, "report", minimum=0)
     else:
         part = parse_part(IntakePart, await request.body(), "report")
     if part.location is None:  # chosen by address: the location comes from the database

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
@@ -11,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import STAFF, AuthRoute, DbSession, require
 from api.routers.geo import Crs, Lat, Lon
+from api.uploads import saved_upload
 from geo import responsibility
 from geo.crs import CRS, to_cgcs2000
 from geo.errors import InvalidInput
@@ -20,7 +19,6 @@ router = APIRouter(
 )
 
 EDITORS = ("admin", "planner")
-MAX_IMPORT_BYTES = 50 * 1024 * 1024
 Bbox = Annotated[
     str | None,
     Query(description="minLon,minLat,maxLon,maxLat (CGCS2000/WGS 84)", pattern=r"^-?[\d.]+(,-?[\d.]+){3}$"),
@@ -144,22 +142,7 @@ async def import_file(
     session: DbSession,
     file: Annotated[UploadFile, File(description="a .geojson or .gpkg file, any CRS")],
 ) -> dict[str, Any]:
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in (".geojson", ".json", ".gpkg"):
-        raise InvalidInput(
-            "accepted files: .geojson, .gpkg", errors=[{"field": "file", "message": "unknown type"}]
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"upload{suffix}"
-        size = 0
-        with path.open("wb") as out:
-            while chunk := await file.read(1 << 20):
-                size += len(chunk)
-                if size > MAX_IMPORT_BYTES:
-                    raise InvalidInput(
-                        "the file is larger than 50 MB", errors=[{"field": "file", "message": "too large"}]
-                    )
-                out.write(chunk)
+    async with saved_upload(file, (".geojson", ".json", ".gpkg")) as path:
         count = await responsibility.import_file(session, path, file.filename or path.name)
     await session.commit()
     return {"imported": count}

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
-from api.routers.reports import Location, checked_photos, parse_part, photo_store
-from api.uploads import Limits, read_form
+from api.routers.reports import Location, form_with_photos, photo_store
+from api.uploads import Limits
 from cases import tasks
 from cases.photo_store import PhotoStore
 from cases.photos import CheckedPhoto, discard
@@ -91,13 +91,7 @@ async def submit_result(
     finally:
         await session.rollback()
     store = photo_store(request)
-    form = await read_form(request, store)
-    try:
-        part = parse_part(ResultPart, form.fields.get("result"), "result")
-    except BaseException:
-        form.discard()
-        raise
-    photos = await checked_photos(form, minimum=0)
+    part, photos = await form_with_photos(request, ResultPart, "result", minimum=0)
     try:
         body, recorded = await tasks.submit_result(session, store, user, task_id, part.to_input(), photos)
     except BaseException:

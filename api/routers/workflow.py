@@ -11,8 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
-from api.routers.reports import checked_photos, parse_part, photo_store
-from api.uploads import read_form
+from api.routers.reports import form_with_photos, photo_store
 from cases import reading, workflow
 from cases.lifecycle import ACTIONS
 from cases.photos import discard
@@ -135,13 +134,7 @@ async def self_handle(
     report_id: int, request: Request, user: CurrentUser, session: DbSession
 ) -> dict[str, Any]:
     store = photo_store(request)
-    form = await read_form(request, store)
-    try:
-        body = parse_part(Body, form.fields.get("action", "{}"), "action")
-    except BaseException:
-        form.discard()
-        raise
-    photos = await checked_photos(form, minimum=1)
+    body, photos = await form_with_photos(request, Body, "action", minimum=1, default="{}")
     try:
         number = await workflow.self_handle(session, store, user, report_id, body.note, photos)
     except BaseException:
@@ -233,13 +226,7 @@ for _action, _model in CASE_BODIES.items():
 )
 async def handle(number: str, request: Request, user: CurrentUser, session: DbSession) -> dict[str, Any]:
     store = photo_store(request)
-    form = await read_form(request, store)
-    try:
-        body = parse_part(Body, form.fields.get("action", "{}"), "action")
-    except BaseException:
-        form.discard()
-        raise
-    photos = await checked_photos(form, minimum=1)
+    body, photos = await form_with_photos(request, Body, "action", minimum=1, default="{}")
     try:
         await workflow.act(session, store, user, number, "handle", _case_input(body), photos)
     except BaseException:
