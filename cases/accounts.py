@@ -13,6 +13,7 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Final
 
 from argon2 import PasswordHasher
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from geo.errors import Conflict, InvalidCredentials, InvalidInput, NotFound, TooManyAttempts
+from geo.pg import Statement, raw_connection
 
 # The roles of the CHECK on users.roles (lifecycle.md, Roles).
 ROLES: Final = ("collector", "operator", "supervisor", "unit", "planner", "admin")
@@ -160,19 +162,19 @@ async def issue_token(session: AsyncSession, user_id: int, ttl_s: int) -> str:
     return token
 
 
+_BY_TOKEN = Statement(
+    f"SELECT {_PRINCIPAL_COLUMNS} FROM {_PRINCIPAL_FROM} JOIN auth_tokens t ON t.user_id = u.id "
+    "WHERE t.token_hash = :h AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled"
+)
+
+
 async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
-    """The enabled user holding ``token`` if it is neither expired nor revoked."""
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_PRINCIPAL_COLUMNS} FROM {_PRINCIPAL_FROM} JOIN auth_tokens t ON t.user_id = u.id "
-                "WHERE t.token_hash = :h AND t.revoked_at IS NULL AND t.expires_at > now() "
-                "AND NOT u.disabled"
-            ),
-            {"h": _token_hash(token)},
-        )
-    ).first()
-    return _principal(row) if row else None
+    """The enabled user holding ``token`` if it is neither expired nor revoked.
+
+    Every signed-in request asks this, so it runs on the driver connection (``geo.pg``).
+    """
+    row = await _BY_TOKEN.fetchrow(await raw_connection(session), {"h": _token_hash(token)})
+    return _principal(SimpleNamespace(**row)) if row else None
 
 
 async def revoke_token(session: AsyncSession, token: str) -> None:

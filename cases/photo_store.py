@@ -1,6 +1,6 @@
 """The photo store: content-addressed files on local disk, durable before the database commit.
 
-Layout under the root: ``tmp/`` (uploads being received), ``objects/ab/cd/<sha256>`` (the
+Layout under the root: ``tmp/`` (large uploads being received), ``objects/ab/cd/<sha256>`` (the
 untouched originals, kept as evidence), ``derived/ab/<sha256>-<variant>.<ext>`` (thumbnails
 and public renderings, re-creatable at any time). The interface (``stage``/``commit``/``open``)
 is small so that an S3-compatible store can replace it.
@@ -9,11 +9,13 @@ is small so that an S3-compatible store can replace it.
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import os
+import secrets
 import time
-import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from geo.images import make_thumbnail, render_public
 
@@ -28,19 +30,55 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class StagedFile:
-    """An upload being written to ``tmp/`` while its sha256 is computed."""
+# Names of temporary files: unique within a process by the counter, across processes by the
+# prefix (cheaper than a uuid4 per upload, whose urandom call showed on the submission path).
+_PREFIX = f"{os.getpid()}-{secrets.token_hex(4)}"
+_COUNTER = itertools.count()
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+def _temp_name() -> str:
+    return f"{_PREFIX}-{next(_COUNTER)}"
+
+
+SPILL_BYTES = 1024 * 1024
+
+
+class StagedFile:
+    """An upload being received while its sha256 is computed.
+
+    The first ``spill_bytes`` stay in memory (most photos from the app fit, and creating a
+    file on the event loop costs more than receiving them); a larger upload spills to
+    ``tmp/``, so no more than that much of any one file is ever held in memory.
+    """
+
+    def __init__(self, path: Path, spill_bytes: int = SPILL_BYTES) -> None:
+        self.path = path  # where the bytes go once they no longer fit in memory
         self.size = 0
-        self._hash = hashlib.sha256()
-        self._file: BinaryIO | None = path.open("wb")
+        self.spill_bytes = spill_bytes
+        # Hashed when spilled, while streaming; in memory, on first use of ``sha256``, which
+        # the photo check does off the event loop.
+        self._hash: Any = None
+        self._sha256: str | None = None
+        self._buffer: bytearray | None = bytearray()
+        self._file: BinaryIO | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self._buffer is not None
 
     def write(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
-        self._hash.update(data)
+        if self._buffer is not None:
+            self._buffer += data
+            if len(self._buffer) > self.spill_bytes:
+                self._file = self.path.open("wb")
+                self._file.write(self._buffer)
+                self._hash = hashlib.sha256(self._buffer)
+                self._buffer = None
+        elif self._file is not None:
+            self._file.write(data)
+            self._hash.update(data)
+        else:
+            raise ValueError("the staged file was closed or discarded")
         self.size += len(data)
 
     def finish(self) -> None:
@@ -49,18 +87,51 @@ class StagedFile:
             self._file.flush()
 
     def close(self) -> None:
-        """Flush to disk and close: durable from here on."""
+        """A spilled file: flush to disk and close, durable from here on."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
 
+    def open(self) -> BinaryIO:
+        """The bytes received, for reading (the caller closes it)."""
+        if self._buffer is not None:
+            return io.BytesIO(self._buffer)
+        self.finish()
+        return self.path.open("rb")
+
+    def save_as(self, target: Path) -> None:
+        """Write the bytes to ``target`` durably (fsynced), by rename when they were spilled."""
+        if self._buffer is None:
+            self.close()
+            os.replace(self.path, target)
+            return
+        partial = target.with_name(f".{target.name}.{_temp_name()}.tmp")
+        try:
+            with partial.open("wb") as out:
+                out.write(self._buffer)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        self._buffer = None
+
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        if self._sha256 is None:
+            if self._buffer is not None:
+                self._sha256 = hashlib.sha256(self._buffer).hexdigest()
+            elif self._hash is not None:
+                self._sha256 = self._hash.hexdigest()
+            else:
+                raise ValueError("the staged file was discarded before its hash was taken")
+        return self._sha256
 
     def discard(self) -> None:
+        self._buffer = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -76,8 +147,8 @@ class PhotoStore:
         for folder in (self.tmp, self.objects, self.derived):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def stage(self) -> StagedFile:
-        return StagedFile(self.tmp / f"{uuid.uuid4().hex}.part")
+    def stage(self, spill_bytes: int = SPILL_BYTES) -> StagedFile:
+        return StagedFile(self.tmp / f"{_temp_name()}.part", spill_bytes)
 
     def path_of(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / sha256[2:4] / sha256
@@ -88,9 +159,8 @@ class PhotoStore:
         if target.exists():  # same bytes stored before: keep the first copy
             staged.discard()
             return target
-        staged.close()
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged.path, target)
+        staged.save_as(target)
         _fsync_dir(target.parent)
         return target
 
@@ -114,10 +184,11 @@ class PhotoStore:
         return target
 
     def sweep_tmp(self, older_than_s: float = 3600) -> int:
-        """Remove uploads left behind by aborted requests."""
+        """Remove uploads left behind by aborted requests or crashes."""
         cutoff = time.time() - older_than_s
         removed = 0
-        for path in self.tmp.glob("*.part"):
+        # Also the partial copies of commits cut short by a crash (``save_as``).
+        for path in [*self.tmp.glob("*.part"), *self.objects.glob("*/*/.*.tmp")]:
             try:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -130,6 +201,8 @@ class PhotoStore:
         """(sha256, mtime) of every stored original."""
         out = []
         for path in self.objects.glob("*/*/*"):
+            if path.name.startswith("."):  # a partial copy: sweep_tmp's
+                continue
             try:
                 out.append((path.name, path.stat().st_mtime))
             except FileNotFoundError:

@@ -39,7 +39,10 @@ class CheckedPhoto:
 
 def _check(staged: StagedFile, name: str) -> CheckedPhoto:
     try:
-        return CheckedPhoto(staged, inspect_image(staged.path))
+        with staged.open() as data:
+            checked = CheckedPhoto(staged, inspect_image(data))
+        staged.sha256  # noqa: B018 - hashed here, off the event loop, for the callers
+        return checked
     except ImageRejected as exc:
         error = [{"field": name, "message": exc.message}]
         if exc.code == "image_too_large":

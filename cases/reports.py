@@ -35,6 +35,7 @@ from geo.errors import Conflict, InvalidInput, NotFound, OutsideJurisdiction
 from geo.geocode import reverse
 from geo.grid_index import GridIndex
 from geo.locator import Location, locate
+from geo.pg import Statement, raw_connection
 
 INACCURATE_M = 50.0
 SOURCES = ("collector", "hotline", "public", "inspection")
@@ -69,13 +70,24 @@ class ReportInput:
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-_MATTER = """
+_MATTER = Statement("""
 SELECT m.code, m.kind, m.component_class,
        EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat,
        EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:shas AS bpchar[])) AND p.report_id IS NOT NULL)
            AS photo_reused
 FROM matter_classes m WHERE m.code = :c AND m.active
-"""
+""")
+
+
+@dataclass(frozen=True)
+class Matter:
+    """The reported matter class, with what the flags need."""
+
+    code: str
+    kind: str
+    component_class: str | None
+    in_beat: bool  # the grid is in the reporting collector's beat
+    photo_reused: bool  # a photo's sha256 is already on another report
 
 
 async def _matter(
@@ -85,28 +97,26 @@ async def _matter(
     grid: str | None = None,
     user_id: int | None = None,
     photos: list[CheckedPhoto] | None = None,
-) -> Any:
-    """The matter class, with what the flags need: is the grid in the user's beat, is a photo reused."""
-    row = (
-        await session.execute(
-            text(_MATTER),
-            {"c": category, "grid": grid, "u": user_id, "shas": [p.sha256 for p in photos or []]},
-        )
-    ).first()
+) -> Matter:
+    """The matter class (422 when unknown or of the other kind), with its flags' facts."""
+    row = await _MATTER.fetchrow(
+        await raw_connection(session),
+        {"c": category, "grid": grid, "u": user_id, "shas": [p.sha256 for p in photos or []]},
+    )
     if row is None:
         raise InvalidInput(
             f"unknown category {category}", errors=[{"field": "category", "message": "unknown"}]
         )
-    if row.kind != kind:
+    if row["kind"] != kind:
         raise InvalidInput(
-            f"category {category} is of kind {row.kind}, not {kind}",
-            errors=[{"field": "kind", "message": f"category {category} is a {row.kind}"}],
+            f"category {category} is of kind {row['kind']}, not {kind}",
+            errors=[{"field": "kind", "message": f"category {category} is a {row['kind']}"}],
         )
-    return row
+    return Matter(**row)
 
 
 async def _component(
-    session: AsyncSession, matter: Any, data: ReportInput, where: Location
+    session: AsyncSession, matter: Matter, data: ReportInput, where: Location
 ) -> tuple[str | None, list[str]]:
     """The reported or snapped component and the flag ``component_mismatch`` when it does not fit."""
     if matter.kind != "component" or matter.component_class is None:
@@ -143,6 +153,19 @@ ON CONFLICT (collector_id, client_id) DO NOTHING
 RETURNING id, received_at, updated_at, observed_at
 """
 
+# The report, its first event (``report`` → ``received``) and its photos in one statement.
+_INSERT_ALL = Statement(
+    f"WITH r AS ({_INSERT}), "
+    "e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
+    "      SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r), "
+    f"p AS (INSERT INTO photos (report_id, purpose, {PHOTO_COLUMNS}) "
+    f"      SELECT r.id, 'report', sha, ct, size, w, h, exif, taken, geom FROM r, ({PHOTO_ROWS}) u "
+    "      ORDER BY n RETURNING id, sha256, purpose) "
+    "SELECT r.id, r.received_at, r.updated_at, r.observed_at, "
+    "  (SELECT coalesce(json_agg(json_build_object('id', p.id, 'sha256', p.sha256, 'purpose', p.purpose) "
+    "   ORDER BY p.id), '[]') FROM p) AS photos FROM r"
+)
+
 
 def _row(data: ReportInput, where: Location | None, lon: float, lat: float, **extra: Any) -> dict[str, Any]:
     return {
@@ -177,32 +200,23 @@ async def _insert(
     row: dict[str, Any],
     photos: list[CheckedPhoto],
 ) -> Any:
-    """Insert the report, its first event (``report`` → ``received``) and its photos in one
-    statement, the photo files made durable first. None when (collector, client_id) exists.
+    """Insert the report, its first event and its photos, the photo files made durable first.
+
+    None when (collector, client_id) exists. One statement: it joins the session's transaction
+    when one is open (the caller's commit ends it) and is atomic on its own when none is, as
+    on the collectors' path, where it saves the round trips of BEGIN and COMMIT.
     """
     await commit_files(store, photos)
-    return (
-        await session.execute(
-            text(
-                f"WITH r AS ({_INSERT}), "
-                "e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
-                "      SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r), "
-                f"p AS (INSERT INTO photos (report_id, purpose, {PHOTO_COLUMNS}) "
-                f"      SELECT r.id, 'report', sha, ct, size, w, h, exif, taken, geom FROM r, ({PHOTO_ROWS}) u "
-                "      ORDER BY n RETURNING id, sha256, purpose) "
-                "SELECT r.id, r.received_at, r.updated_at, r.observed_at, "
-                "  (SELECT coalesce(json_agg(json_build_object('id', p.id, 'sha256', p.sha256, 'purpose', p.purpose) "
-                "   ORDER BY p.id), '[]') FROM p) AS photos FROM r"
-            ),
-            {
-                **row,
-                **photo_params(photos),
-                "actor": actor.id,
-                "role": role,
-                "payload": json.dumps(payload, ensure_ascii=False),
-            },
-        )
-    ).first()
+    return await _INSERT_ALL.fetchrow(
+        await raw_connection(session),
+        {
+            **row,
+            **photo_params(photos),
+            "actor": actor.id,
+            "role": role,
+            "payload": json.dumps(payload, ensure_ascii=False),
+        },
+    )
 
 
 def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: list[str]) -> SimpleNamespace:
@@ -223,7 +237,7 @@ def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: l
                 "collector_id",
             )
         },
-        id=inserted.id,
+        id=inserted["id"],
         status="received",
         lon=row["lon"],
         lat=row["lat"],
@@ -238,15 +252,15 @@ def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: l
         street_name=where.street[1] if where else None,
         county_name=where.county[1] if where else None,
         area_name=where.area[1] if where else None,
-        photos=inserted.photos,
+        photos=inserted["photos"],
         flags=flags,
         case_number=None,
         case_status=None,
         case_unit_id=None,
         reject_reason=None,
-        received_at=inserted.received_at,
-        updated_at=inserted.updated_at,
-        observed_at=inserted.observed_at,
+        received_at=inserted["received_at"],
+        updated_at=inserted["updated_at"],
+        observed_at=inserted["observed_at"],
     )
 
 

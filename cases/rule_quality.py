@@ -42,7 +42,7 @@ from cases.lifecycle import RETURN_REASONS
 from cases.rule_sets import version_meta
 from cases.rules import CaseFacts, Rule, evaluate, load_rules, resolve_facts, validate_rule
 from geo.errors import InvalidInput
-from geo.locator import raw_connection
+from geo.pg import raw_connection
 from geo.responsibility import AreaHit
 
 SAMPLES: Final = 3  # case numbers shown per move, to look at before believing a figure

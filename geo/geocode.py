@@ -30,7 +30,8 @@ from geo.codes import InvalidCode, validate_component, widen_legacy_component
 from geo.crs import CRS, from_cgcs2000, to_cgcs2000
 from geo.errors import InvalidInput, NotFound, OutsideJurisdiction
 from geo.grid_index import GridIndex
-from geo.locator import Location, locate, locate_many, raw_connection
+from geo.locator import Location, locate, locate_many
+from geo.pg import raw_connection
 
 __all__ = ["normalise", "resolve", "reverse", "search"]
 

@@ -13,10 +13,10 @@ import secrets
 import struct
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -95,8 +95,9 @@ class ImageInfo:
         return (self.height, self.width) if self.orientation >= 5 else (self.width, self.height)
 
 
-def inspect_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Check that ``path`` is a decodable JPEG/PNG/WebP of at most ``max_pixels`` pixels.
+def inspect_image(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Check that ``path`` (or an open binary file) is a decodable JPEG/PNG/WebP of at most
+    ``max_pixels`` pixels.
 
     Raises :class:`ImageRejected`; a path that cannot be read raises ``OSError`` (caller's error).
     """
@@ -155,16 +156,15 @@ def render_public(src: str | Path, dest: str | Path, *, max_pixels: int = MAX_PI
 
 
 @contextmanager
-def _open_image(path: str | Path, max_pixels: int) -> Iterator[tuple[ImageFile.ImageFile, str]]:
+def _open_image(path: str | Path | BinaryIO, max_pixels: int) -> Iterator[tuple[ImageFile.ImageFile, str]]:
     """Open lazily (header only), check format and pixel count, yield (image, format)."""
-    with open(path, "rb") as fp:  # outside the try: a missing file is not a bad upload
+    # Opening the path is outside the try: a missing file is not a bad upload.
+    with open(path, "rb") if isinstance(path, str | Path) else nullcontext(path) as fp:
         try:
             image = Image.open(fp, formats=_PILLOW_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             # Pillow's own limit (the warning only arrives as an exception under strict filters).
-            raise ImageRejected(
-                "image_too_large", f"The image has too many pixels ({exc})."
-            ) from exc
+            raise ImageRejected("image_too_large", f"The image has too many pixels ({exc}).") from exc
         except UnidentifiedImageError as exc:
             raise ImageRejected("unsupported_media_type", _NOT_ACCEPTED) from exc
         except (*_DECODE_ERRORS, Warning) as exc:
@@ -191,8 +191,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if width * height > limit:
         raise ImageRejected(
             "image_too_large",
-            f"The image has {width}×{height} = {width * height} pixels; "
-            f"at most {limit} are allowed.",
+            f"The image has {width}×{height} = {width * height} pixels; at most {limit} are allowed.",
         )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from geo.crs import CRS, to_cgcs2000
 from geo.errors import OutsideJurisdiction
 from geo.grid_index import GridIndex
+from geo.pg import raw_connection
 
 SNAP_M = 50.0
 _NEAREST_CANDIDATES = 4  # KNN in degrees is not metric: rank a few by true distance
@@ -135,13 +136,6 @@ def _location(lon: float, lat: float, row: Any, dist: float) -> Location:
         (row["area_code"], row["area_name"]),
         round(dist, 2) if dist > 0 else None,
     )
-
-
-async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under a session (same transaction), for prepared statements."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
 
 
 def _outside(lon: float, lat: float, dist: float | None) -> OutsideJurisdiction:

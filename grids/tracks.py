@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cases.accounts import Principal
 from geo.crs import to_cgcs2000
 from geo.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from geo.locator import locate_table, raw_connection
+from geo.locator import locate_table
+from geo.pg import raw_connection
 
 MAX_POINTS: Final = 10_000
 # Who may read any collector's track; a collector reads their own.

@@ -24,7 +24,8 @@ from cases.rules import (
     validate_rule,
 )
 from geo.errors import NotFound
-from geo.locator import locate_cgcs2000, raw_connection
+from geo.locator import locate_cgcs2000
+from geo.pg import raw_connection
 from tests.conftest import CloneDb
 
 

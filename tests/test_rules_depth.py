@@ -34,7 +34,8 @@ from cases.rules import (
 )
 from geo import responsibility
 from geo.demo_areas import COMPOUND_AREAS, PROPERTY_COMPANIES, load_demo_areas
-from geo.locator import locate_cgcs2000, raw_connection
+from geo.locator import locate_cgcs2000
+from geo.pg import raw_connection
 from geo.responsibility import AreaHit
 from tests.conftest import CloneDb
 
