@@ -192,6 +192,25 @@ async def read_form(request: Request, store: PhotoStore, limits: Limits | None =
     return collector.form
 
 
+async def bounded_body(request: Request, limit: int, drain_cap: int) -> bytes:
+    """The whole (non-multipart) body, refused with 413 beyond ``limit`` bytes after draining
+    the rest, up to ``drain_cap``, so that the client can read the answer."""
+    declared = request.headers.get("content-length", "")
+    chunks, seen = [], 0
+    refused = declared.isdigit() and int(declared) > limit
+    async for chunk in request.stream():
+        seen += len(chunk)
+        refused = refused or seen > limit
+        if refused:
+            if seen > drain_cap:
+                break
+            continue
+        chunks.append(chunk)
+    if refused:
+        raise PayloadTooLarge(f"the request body is larger than {limit // MB} MB")
+    return b"".join(chunks)
+
+
 @asynccontextmanager
 async def saved_upload(
     file: UploadFile, suffixes: tuple[str, ...], max_bytes: int = 50 * MB

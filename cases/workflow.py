@@ -550,18 +550,7 @@ async def _dispatch(session, store, user, role, case, body, photos) -> None:
 
 async def _sign(session, store, user, role, case, body, photos) -> None:
     _check_state("sign", case.status, case, body.version)
-    await _update_case(session, case.id, signed_at=now())
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=None,
-        user=user,
-        role=role,
-        action="sign",
-        from_status=case.status,
-        to_status=case.status,
-        payload={"note": body.note},
-    )
+    await _move(session, case, user, role, "sign", {"note": body.note}, signed_at=now())
 
 
 async def _subdispatch(session, store, user, role, case, body, photos) -> None:

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
+from api.uploads import bounded_body
 from cases import rule_quality, rule_sets
 from cases.rules import load_rules
-from geo.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from geo.errors import InvalidInput, NotFound, UnsupportedMediaType
 
 router = APIRouter(prefix="/api/v1/dispatch-rules", tags=["dispatch rules"], route_class=AuthRoute)
 
@@ -33,20 +34,7 @@ Version = Annotated[int, Path(ge=1, le=2_147_483_647, description="rule set vers
 async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refused with 413 beyond ``limit`` (after draining the rest, up to a cap,
     so that the client can read the answer)."""
-    declared = request.headers.get("content-length", "")
-    chunks, seen = [], 0
-    refused = declared.isdigit() and int(declared) > limit
-    async for chunk in request.stream():
-        seen += len(chunk)
-        refused = refused or seen > limit
-        if refused:
-            if seen > DRAIN_CAP_BYTES:
-                break
-            continue
-        chunks.append(chunk)
-    if refused:
-        raise PayloadTooLarge(f"the body is larger than {limit // MB} MB")
-    return b"".join(chunks)
+    return await bounded_body(request, limit, DRAIN_CAP_BYTES)
 
 
 def _media_type(request: Request) -> str:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
+from api.uploads import bounded_body
 from geo.crs import CRS
 from geo.errors import InvalidInput, PayloadTooLarge
 from grids import tracks
@@ -43,21 +44,7 @@ class TrackBatch(BaseModel):
 
 async def _body(request: Request) -> bytes:
     """The request body, refused with 413 beyond ``MAX_BODY_BYTES`` (after draining the rest)."""
-    declared = request.headers.get("content-length", "")
-    chunks, seen = [], 0
-    refused = declared.isdigit() and int(declared) > MAX_BODY_BYTES
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > MAX_BODY_BYTES:
-            refused = True
-        if refused:
-            if seen > DRAIN_CAP_BYTES:
-                break
-            continue
-        chunks.append(chunk)
-    if refused:
-        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES // MB} MB")
-    return b"".join(chunks)
+    return await bounded_body(request, MAX_BODY_BYTES, DRAIN_CAP_BYTES)
 
 
 def _parse(raw: bytes) -> TrackBatch:
