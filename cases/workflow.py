@@ -162,6 +162,30 @@ async def _update_case(session: AsyncSession, case_id: int, **values: Any) -> No
     await session.execute(text(f"UPDATE cases SET {', '.join(sets)} WHERE id = :id"), params)
 
 
+async def _report_event(
+    session: AsyncSession,
+    report: Any,
+    user: Principal,
+    role: str,
+    action: str,
+    to_status: str,
+    payload: dict[str, Any],
+    case_id: int | None = None,
+) -> int:
+    """Append the event of an action on a report (file, reject, merge, verification, self-handling)."""
+    return await _event(
+        session,
+        case_id=case_id,
+        report_id=report.id,
+        user=user,
+        role=role,
+        action=action,
+        from_status=report.status,
+        to_status=to_status,
+        payload=payload,
+    )
+
+
 async def _move(
     session: AsyncSession,
     case: Any,
@@ -278,16 +302,15 @@ async def file_report(
         stage_total_s=clock.total_s,
         deadline_provisional=clock.provisional,
     )
-    await _event(
+    await _report_event(
         session,
+        report,
+        user,
+        role,
+        "file",
+        "filed",
+        {"note": note, "deadline": clock.deadline_at},
         case_id=case_id,
-        report_id=report.id,
-        user=user,
-        role=role,
-        action="file",
-        from_status=report.status,
-        to_status="filed",
-        payload={"note": note, "deadline": clock.deadline_at},
     )
     await cancel_tasks(session, report_id=report.id)
     await session.commit()
@@ -319,16 +342,8 @@ async def _reject(
         ),
         {"reason": reason, "r": report.id},
     )
-    await _event(
-        session,
-        case_id=None,
-        report_id=report.id,
-        user=user,
-        role=role,
-        action="reject",
-        from_status=report.status,
-        to_status="rejected",
-        payload={"reason": reason, "note": note},
+    await _report_event(
+        session, report, user, role, "reject", "rejected", {"reason": reason, "note": note}, case_id=None
     )
 
 
@@ -353,16 +368,8 @@ async def merge_report(
         {"c": case.id, "r": report.id},
     )
     await _update_case(session, case.id)
-    await _event(
-        session,
-        case_id=case.id,
-        report_id=report.id,
-        user=user,
-        role=role,
-        action="merge",
-        from_status=report.status,
-        to_status="merged",
-        payload={"note": note, "report": report.id},
+    await _report_event(
+        session, report, user, role, "merge", "merged", {"note": note, "report": report.id}, case_id=case.id
     )
     await cancel_tasks(session, report_id=report.id)
     await session.commit()
@@ -387,16 +394,15 @@ async def request_verification(
     await session.execute(
         text("UPDATE reports SET status = 'verifying', updated_at = now() WHERE id = :r"), {"r": report.id}
     )
-    await _event(
+    await _report_event(
         session,
+        report,
+        user,
+        role,
+        "request_verification",
+        "verifying",
+        {"task": task_id, "collector": collector, "due_at": clock.deadline_at, "note": note},
         case_id=None,
-        report_id=report.id,
-        user=user,
-        role=role,
-        action="request_verification",
-        from_status=report.status,
-        to_status="verifying",
-        payload={"task": task_id, "collector": collector, "due_at": clock.deadline_at, "note": note},
     )
     await session.commit()
     return task_id
@@ -423,16 +429,8 @@ async def self_handle(
     case_id, number = await _create_case(session, report, "closed")
     await _update_case(session, case_id, closed_at=now(), handled_at=now(), stage="closed")
     ids = await store_photos(session, store, photos, purpose="self_handle", case_id=case_id)
-    await _event(
-        session,
-        case_id=case_id,
-        report_id=report.id,
-        user=user,
-        role=role,
-        action="self_handle",
-        from_status=report.status,
-        to_status="closed",
-        payload={"note": note, "photos": ids},
+    await _report_event(
+        session, report, user, role, "self_handle", "closed", {"note": note, "photos": ids}, case_id=case_id
     )
     await session.commit()
     return number
