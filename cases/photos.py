@@ -50,15 +50,39 @@ def _check(staged: StagedFile, name: str) -> CheckedPhoto:
         raise UnsupportedMediaType(exc.message, errors=error) from exc
 
 
-async def check_photos(
-    staged: list[tuple[str, StagedFile]], minimum: int = 1, maximum: int = 9, field: str = "photos"
-) -> list[CheckedPhoto]:
-    """Decode every upload (not its declared type) off the event loop; 415/413 on the first bad one."""
+def check_count(staged: list[Any], minimum: int, maximum: int, field: str = "photos") -> None:
+    """422 unless ``minimum`` to ``maximum`` files were sent."""
     if not minimum <= len(staged) <= maximum:
         raise InvalidInput(
             f"send {minimum} to {maximum} photos", errors=[{"field": field, "message": f"{len(staged)} sent"}]
         )
-    return [await asyncio.to_thread(_check, file, name) for name, file in staged]
+
+
+def _check_all(staged: list[tuple[str, StagedFile]], store: PhotoStore | None) -> list[CheckedPhoto]:
+    checked = [_check(file, name) for name, file in staged]
+    if store is not None:  # every file passed: none is stored for a refused request
+        for photo in checked:
+            store.commit(photo.staged)
+    return checked
+
+
+async def check_photos(
+    staged: list[tuple[str, StagedFile]],
+    minimum: int = 1,
+    maximum: int = 9,
+    field: str = "photos",
+    *,
+    store: PhotoStore | None = None,
+) -> list[CheckedPhoto]:
+    """Decode every upload (not its declared type); 415/413 on the first bad one.
+
+    With ``store`` the checked files are also made durable there (fsynced), in the same trip
+    off the event loop: for callers that have validated everything else first.
+    """
+    check_count(staged, minimum, maximum, field)
+    if not staged:
+        return []
+    return await asyncio.to_thread(_check_all, staged, store)
 
 
 def photo_flags(

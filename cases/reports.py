@@ -19,12 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal
-from cases.photo_store import PhotoStore
+from cases.photo_store import PhotoStore, StagedFile
 from cases.photos import (
     PHOTO_COLUMNS,
     PHOTO_ROWS,
     CheckedPhoto,
-    commit_files,
+    check_photos,
     photo_flags,
     photo_links,
     photo_params,
@@ -72,9 +72,7 @@ class ReportInput:
 
 _MATTER = Statement("""
 SELECT m.code, m.kind, m.component_class,
-       EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat,
-       EXISTS (SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:shas AS bpchar[])) AND p.report_id IS NOT NULL)
-           AS photo_reused
+       EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat
 FROM matter_classes m WHERE m.code = :c AND m.active
 """)
 
@@ -87,7 +85,6 @@ class Matter:
     kind: str
     component_class: str | None
     in_beat: bool  # the grid is in the reporting collector's beat
-    photo_reused: bool  # a photo's sha256 is already on another report
 
 
 async def _matter(
@@ -96,13 +93,9 @@ async def _matter(
     kind: str,
     grid: str | None = None,
     user_id: int | None = None,
-    photos: list[CheckedPhoto] | None = None,
 ) -> Matter:
     """The matter class (422 when unknown or of the other kind), with its flags' facts."""
-    row = await _MATTER.fetchrow(
-        await raw_connection(session),
-        {"c": category, "grid": grid, "u": user_id, "shas": [p.sha256 for p in photos or []]},
-    )
+    row = await _MATTER.fetchrow(await raw_connection(session), {"c": category, "grid": grid, "u": user_id})
     if row is None:
         raise InvalidInput(
             f"unknown category {category}", errors=[{"field": "category", "message": "unknown"}]
@@ -147,21 +140,28 @@ INSERT INTO reports (source, client_id, collector_id, created_by, content_hash, 
     area_code, snapped_m, component_code, caller_name, caller_phone, flags, observed_at, geom)
 VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category, :description,
     :crs, :in_lon, :in_lat, :accuracy, :address, :place, :grid, :community, :street, :county,
-    :area, :snapped, :component, :caller_name, :caller_phone, :flags, coalesce(:observed_at, now()),
-    ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
+    :area, :snapped, :component, :caller_name, :caller_phone, (
+        -- photo_reused: a photo's sha256 is already on another report
+        SELECT coalesce(array_agg(DISTINCT f COLLATE "C" ORDER BY f COLLATE "C"), '{}')
+        FROM unnest(CAST(:flags AS text[]) || CASE WHEN EXISTS (
+            SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:ph_sha AS bpchar[])) AND p.report_id IS NOT NULL
+        ) THEN '{photo_reused}'::text[] ELSE '{}'::text[] END) f),
+    coalesce(:observed_at, now()), ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
 ON CONFLICT (collector_id, client_id) DO NOTHING
-RETURNING id, received_at, updated_at, observed_at
+RETURNING id, received_at, updated_at, observed_at, flags
 """
 
-# The report, its first event (``report`` → ``received``) and its photos in one statement.
+# The report, its first event (``report`` → ``received``, with the final flags) and its photos
+# in one statement.
 _INSERT_ALL = Statement(
     f"WITH r AS ({_INSERT}), "
     "e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
-    "      SELECT id, :actor, :role, 'report', 'received', CAST(:payload AS jsonb) FROM r), "
+    "      SELECT id, :actor, :role, 'report', 'received', "
+    "             jsonb_set(CAST(:payload AS jsonb), '{flags}', to_jsonb(r.flags)) FROM r), "
     f"p AS (INSERT INTO photos (report_id, purpose, {PHOTO_COLUMNS}) "
     f"      SELECT r.id, 'report', sha, ct, size, w, h, exif, taken, geom FROM r, ({PHOTO_ROWS}) u "
     "      ORDER BY n RETURNING id, sha256, purpose) "
-    "SELECT r.id, r.received_at, r.updated_at, r.observed_at, "
+    "SELECT r.id, r.received_at, r.updated_at, r.observed_at, r.flags, "
     "  (SELECT coalesce(json_agg(json_build_object('id', p.id, 'sha256', p.sha256, 'purpose', p.purpose) "
     "   ORDER BY p.id), '[]') FROM p) AS photos FROM r"
 )
@@ -193,20 +193,18 @@ def _row(data: ReportInput, where: Location | None, lon: float, lat: float, **ex
 
 async def _insert(
     session: AsyncSession,
-    store: PhotoStore,
     actor: Principal,
     role: str,
     payload: dict,
     row: dict[str, Any],
     photos: list[CheckedPhoto],
 ) -> Any:
-    """Insert the report, its first event and its photos, the photo files made durable first.
+    """Insert the report, its first event and its photos (their files already durable).
 
     None when (collector, client_id) exists. One statement: it joins the session's transaction
     when one is open (the caller's commit ends it) and is atomic on its own when none is, as
     on the collectors' path, where it saves the round trips of BEGIN and COMMIT.
     """
-    await commit_files(store, photos)
     return await _INSERT_ALL.fetchrow(
         await raw_connection(session),
         {
@@ -219,7 +217,7 @@ async def _insert(
     )
 
 
-def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: list[str]) -> SimpleNamespace:
+def _stored(inserted: Any, row: dict[str, Any], where: Location | None) -> SimpleNamespace:
     """The row ``get`` would read back, from what was just inserted (no second query)."""
     return SimpleNamespace(
         **{
@@ -253,7 +251,7 @@ def _stored(inserted: Any, row: dict[str, Any], where: Location | None, flags: l
         county_name=where.county[1] if where else None,
         area_name=where.area[1] if where else None,
         photos=inserted["photos"],
-        flags=flags,
+        flags=inserted["flags"],
         case_number=None,
         case_status=None,
         case_unit_id=None,
@@ -269,15 +267,20 @@ async def submit(
     store: PhotoStore,
     collector: Principal,
     data: ReportInput,
-    photos: list[CheckedPhoto],
+    files: list[tuple[str, StagedFile]],
     index: GridIndex | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Take a collector's report; (the report as stored, created). Commits before returning."""
+    """Take a collector's report with its uploaded photos; (the report as stored, created).
+
+    The photos are decoded and made durable in one trip off the event loop once everything
+    else is valid, so a refused report stores nothing. Commits before returning.
+    """
     assert data.client_id
     where = await locate(session, data.lon, data.lat, data.crs, index)  # 422 beyond 50 m
-    matter = await _matter(session, data.category, data.kind, where.grid, collector.id, photos)
-    content_hash = data.content_hash([p.sha256 for p in photos])
+    matter = await _matter(session, data.category, data.kind, where.grid, collector.id)
     component_code, flags = await _component(session, matter, data, where)
+    photos = await check_photos(files, 1, store=store)
+    content_hash = data.content_hash([p.sha256 for p in photos])
     if where.snapped_m is not None:
         flags.append("snapped_to_grid")
     if data.accuracy_m is not None and data.accuracy_m > INACCURATE_M:
@@ -285,9 +288,7 @@ async def submit(
     if not matter.in_beat:
         flags.append("outside_beat")
     flags += photo_flags(photos, where.lon, where.lat, data.observed_at)
-    if matter.photo_reused:
-        flags.append("photo_reused")
-    flags = sorted(set(flags))
+    flags = sorted(set(flags))  # photo_reused is added by the insert
     # The place text is written on first read or at filing (``place_of``), not here: the
     # submission path stays lean for the collectors' 201.
     row = _row(
@@ -305,7 +306,7 @@ async def submit(
         caller_phone=None,
         flags=flags,
     )
-    inserted = await _insert(session, store, collector, "collector", {"flags": flags}, row, photos)
+    inserted = await _insert(session, collector, "collector", {"flags": flags}, row, photos)
     if inserted is None:
         # The same (collector, client_id) exists: the unique index made this INSERT wait for a
         # racing first submission to commit; now compare contents.
@@ -318,7 +319,7 @@ async def submit(
             )
         return await get(session, existing.id, collector, fill_place=False), False
     await session.commit()  # the 201 means: on disk
-    return _shape(_stored(inserted, row, where, flags), collector), True
+    return _shape(_stored(inserted, row, where), collector), True
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ async def intake(
     source: str,
     data: ReportInput,
     caller: Caller,
-    photos: list[CheckedPhoto],
+    files: list[tuple[str, StagedFile]],
     index: GridIndex | None = None,
 ) -> dict[str, Any]:
     """A report from the hotline, the public or an inspection, typed in by an operator.
@@ -343,7 +344,7 @@ async def intake(
     """
     if source not in SOURCES or source == "collector":
         raise InvalidInput(f"unknown source {source}", errors=[{"field": "source", "message": "unknown"}])
-    matter = await _matter(session, data.category, data.kind, photos=photos)
+    matter = await _matter(session, data.category, data.kind)
     flags: list[str] = []
     try:
         where: Location | None = await locate(session, data.lon, data.lat, data.crs, index)
@@ -355,11 +356,10 @@ async def intake(
         where, component_code = None, data.component_code
         lon, lat = to_cgcs2000(data.lon, data.lat, data.crs)
         flags.append("outside_grids")
-    flags += photo_flags(photos, lon, lat, data.observed_at)
-    if matter.photo_reused:
-        flags.append("photo_reused")
-    flags = sorted(set(flags))
     place = (await reverse(session, lon, lat, where=where))["text"]
+    photos = await check_photos(files, 0, store=store)
+    flags += photo_flags(photos, lon, lat, data.observed_at)
+    flags = sorted(set(flags))  # photo_reused is added by the insert
     row = _row(
         data,
         where,
@@ -376,10 +376,10 @@ async def intake(
         flags=flags,
     )
     inserted = await _insert(
-        session, store, operator, _role(operator), {"source": source, "flags": flags}, row, photos
+        session, operator, _role(operator), {"source": source, "flags": flags}, row, photos
     )
     await session.commit()
-    return _shape(_stored(inserted, row, where, flags), operator)
+    return _shape(_stored(inserted, row, where), operator)
 
 
 def _role(user: Principal) -> str:

@@ -137,6 +137,14 @@ def _broadcast(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> tuple[np
     return np.array(bx, dtype=np.float64), np.array(by, dtype=np.float64)
 
 
+def _scalar_lonlat(lon: Any, lat: Any) -> tuple[float, float] | None:
+    """Both plain, valid numbers (one point: the request path), or None for the array path,
+    which also words every error."""
+    if type(lon) in (float, int) and type(lat) in (float, int) and -180 <= lon <= 180 and -90 <= lat <= 90:
+        return float(lon), float(lat)  # NaN fails the comparisons, infinities the bounds
+    return None
+
+
 def _lonlat(
     lon: Any, lat: Any, lon_name: str = "lon", lat_name: str = "lat"
 ) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -355,7 +363,7 @@ def to_cgcs2000(lon: Any, lat: Any, crs: CRS | str) -> tuple[Any, Any]:
     if system is CRS.bd09:
         return bd09_to_wgs84(lon, lat)
     # WGS 84 = CGCS2000 to a few centimetres: no datum shift worth applying to GPS fixes.
-    return _out(*_lonlat(lon, lat))
+    return _scalar_lonlat(lon, lat) or _out(*_lonlat(lon, lat))
 
 
 def from_cgcs2000(lon: Any, lat: Any, crs: CRS | str) -> tuple[Any, Any]:
@@ -419,6 +427,9 @@ def unproject(x: Any, y: Any, epsg: int = 4546) -> tuple[Any, Any]:
 
 def distance_m(lon1: Any, lat1: Any, lon2: Any, lat2: Any) -> Any:
     """Geodesic distance in metres on the CGCS2000 (GRS80) ellipsoid; float or array."""
+    one, two = _scalar_lonlat(lon1, lat1), _scalar_lonlat(lon2, lat2)
+    if one and two:
+        return float(_GEOD.line_length([one[0], two[0]], [one[1], two[1]]))
     x1, y1, scalar1 = _lonlat(lon1, lat1, "lon1", "lat1")
     x2, y2, scalar2 = _lonlat(lon2, lat2, "lon2", "lat2")
     try:

@@ -418,10 +418,25 @@ def test_invalid_coordinates(lon, lat, words):
         with pytest.raises(InvalidCoordinates) as err:
             convert(lon, lat)
         assert words in str(err.value)
-    with pytest.raises(InvalidCoordinates):
-        to_cgcs2000(lon, lat, "gcj02")
-    with pytest.raises(InvalidCoordinates):
-        distance_m(lon, lat, 110.0, 27.5)
+    for system in ("gcj02", "wgs84"):
+        with pytest.raises(InvalidCoordinates) as err:
+            to_cgcs2000(lon, lat, system)
+        assert words in str(err.value)
+    for args in ((lon, lat, 110.0, 27.5), (110.0, 27.5, lon, lat)):
+        with pytest.raises(InvalidCoordinates):
+            distance_m(*args)
+
+
+def test_one_point_takes_the_same_answer_as_arrays():
+    """Plain numbers skip numpy (the per-request path); the answers must not differ."""
+    lon, lat = np.array([109.99, 110.02, -73.5]), np.array([27.55, 27.57, 40.7])
+    one = [distance_m(float(a), float(b), 110.0, 27.55) for a, b in zip(lon, lat, strict=True)]
+    assert type(one[0]) is float
+    np.testing.assert_allclose(one, distance_m(lon, lat, 110.0, 27.55), rtol=1e-12)
+    assert distance_m(110, 27, 110, 27) == 0.0
+    assert to_cgcs2000(110, 27.5, "wgs84") == (110.0, 27.5)
+    assert to_cgcs2000(180.0, -90.0, "wgs84") == (180.0, -90.0)  # the bounds are allowed
+    assert to_cgcs2000(np.float64(110.0), 27.5, "wgs84") == (110.0, 27.5)
 
 
 def test_boundary_values_are_valid():

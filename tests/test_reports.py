@@ -139,10 +139,14 @@ async def test_every_coordinate_system(
     assert "photo_far_from_location" not in r.json()["flags"]
 
 
+def stored_objects(settings) -> set[str]:
+    return {p.name for p in (settings.photo_dir / "objects").rglob("*") if p.is_file()}
+
+
 async def test_outside_jurisdiction_stores_nothing(
     client: httpx.AsyncClient, login: Login, db: Database, settings
 ) -> None:
-    before = await count_reports(db)
+    before, objects = await count_reports(db), stored_objects(settings)
     r = await client.post(
         "/api/v1/reports",
         files=files(report_part(116.39, 39.91), [jpeg(116.39, 39.91)]),
@@ -151,6 +155,7 @@ async def test_outside_jurisdiction_stores_nothing(
     assert r.status_code == 422 and r.json()["code"] == "outside_jurisdiction"
     assert await count_reports(db) == before
     assert list((settings.photo_dir / "tmp").glob("*.part")) == []
+    assert stored_objects(settings) == objects  # the photo was valid, yet not kept
 
 
 async def test_bad_inputs(
@@ -158,7 +163,7 @@ async def test_bad_inputs(
 ) -> None:
     x, y, _ = beat_point
     headers = await login("collector01")
-    before = await count_reports(db)
+    before, objects = await count_reports(db), stored_objects(settings)
 
     async def post(part, photos, **kw) -> httpx.Response:
         return await client.post("/api/v1/reports", files=files(part, photos), headers=headers, **kw)
@@ -198,6 +203,7 @@ async def test_bad_inputs(
     assert r.status_code == 403
     assert await count_reports(db) == before
     assert list((settings.photo_dir / "tmp").glob("*.part")) == []
+    assert stored_objects(settings) == objects
 
 
 async def test_flags(client: httpx.AsyncClient, login: Login, db: Database, beat_point) -> None:
@@ -219,6 +225,15 @@ async def test_flags(client: httpx.AsyncClient, login: Login, db: Database, beat
     reused = jpeg(x, y)
     assert await flags_of(report_part(x, y), [reused]) == []
     assert await flags_of(report_part(x, y), [reused]) == ["photo_reused"]
+    # Added by the insert itself: the report's first event carries the same flags.
+    async with db.sessions() as session:
+        payload = await session.scalar(
+            text(
+                "SELECT e.payload FROM case_events e JOIN reports r ON r.id = e.report_id "
+                "WHERE e.action = 'report' ORDER BY r.id DESC LIMIT 1"
+            )
+        )
+    assert payload["flags"] == ["photo_reused"]
     del headers
 
 

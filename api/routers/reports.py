@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from api.auth import AuthRoute, CurrentUser, DbSession, Grids, require
 from api.uploads import Form, read_form
 from cases import reports
-from cases.photo_store import PhotoStore
-from cases.photos import CheckedPhoto, check_photos, discard
+from cases.photo_store import PhotoStore, StagedFile
+from cases.photos import CheckedPhoto, check_count, check_photos
 from geo.crs import CRS
 from geo.errors import InvalidInput
 from geo.geocode import resolve as resolve_place
@@ -96,15 +96,26 @@ def photo_store(request: Request) -> PhotoStore:
     return request.app.state.photo_store
 
 
-async def checked_photos(form: Form, minimum: int, maximum: int = 9) -> list[CheckedPhoto]:
+def photo_files(form: Form, minimum: int, maximum: int = 9) -> list[tuple[str, StagedFile]]:
+    """The staged files of the parts ``photos`` (422 for files under any other name, or too few
+    or too many)."""
     unexpected = [u.field for u in form.files if u.field != "photos"]
     if unexpected:
-        form.discard()
         raise InvalidInput(
             "files go in parts named 'photos'", errors=[{"field": unexpected[0], "message": "unexpected"}]
         )
+    check_count(form.files, minimum, maximum)
+    return [("photos", u.staged) for u in form.files]
+
+
+async def form_with_files(
+    request: Request, model: type[BaseModel], part: str, minimum: int, default: str | None = None
+) -> tuple[Any, Form, list[tuple[str, StagedFile]]]:
+    """A multipart body: the JSON part ``part`` validated by ``model``, the form (the caller
+    discards it on failure) and its photo files, staged but not yet decoded."""
+    form = await read_form(request, photo_store(request))
     try:
-        return await check_photos([("photos", u.staged) for u in form.files], minimum, maximum)
+        return parse_part(model, form.fields.get(part, default), part), form, photo_files(form, minimum)
     except BaseException:
         form.discard()
         raise
@@ -115,13 +126,12 @@ async def form_with_photos(
 ) -> tuple[Any, list[CheckedPhoto]]:
     """A multipart body: the JSON part ``part`` validated by ``model``, and the checked photos.
     Every staged file is discarded on any failure."""
-    form = await read_form(request, photo_store(request))
+    body, form, files = await form_with_files(request, model, part, minimum, default)
     try:
-        body = parse_part(model, form.fields.get(part, default), part)
+        return body, await check_photos(files, minimum)
     except BaseException:
         form.discard()
         raise
-    return body, await checked_photos(form, minimum)
 
 
 @router.post(
@@ -131,17 +141,16 @@ async def form_with_photos(
     dependencies=[require("collector")],
 )
 async def submit(request: Request, user: CurrentUser, session: DbSession, grids: Grids) -> JSONResponse:
-    store = photo_store(request)
-    part, photos = await form_with_photos(request, ReportPart, "report", minimum=1)
+    part, form, files = await form_with_files(request, ReportPart, "report", minimum=1)
     try:
         body, created = await reports.submit(
-            session, store, user, part.to_input(part.client_id), photos, grids
+            session, photo_store(request), user, part.to_input(part.client_id), files, grids
         )
     except BaseException:
-        discard(photos)
+        form.discard()
         raise
     if not created:
-        discard(photos)  # a retry: the first request's files are the stored ones
+        form.discard()  # a retry: the first request's files are the stored ones
     # Thumbnails and public renderings are made on first request (photos router), never here.
     return JSONResponse(
         body, status_code=201 if created else 200, headers={"Location": f"/api/v1/reports/{body['id']}"}
@@ -155,31 +164,30 @@ async def submit(request: Request, user: CurrentUser, session: DbSession, grids:
     dependencies=[require("operator", "supervisor")],
 )
 async def intake(request: Request, user: CurrentUser, session: DbSession, grids: Grids) -> JSONResponse:
-    store = photo_store(request)
-    photos: list[CheckedPhoto] = []
+    form, files = Form(), []
     if request.headers.get("content-type", "").startswith("multipart/"):
-        part, photos = await form_with_photos(request, IntakePart, "report", minimum=0)
+        part, form, files = await form_with_files(request, IntakePart, "report", minimum=0)
     else:
         part = parse_part(IntakePart, await request.body(), "report")
-    if part.location is None:  # chosen by address: the location comes from the database
-        chosen = await resolve_place(session, part.place, index=grids)
-        part.location = Location(
-            lon=chosen["location"]["lon"], lat=chosen["location"]["lat"], crs=CRS.cgcs2000
-        )
-        part.address = part.address or chosen["name"]
     try:
+        if part.location is None:  # chosen by address: the location comes from the database
+            chosen = await resolve_place(session, part.place, index=grids)
+            part.location = Location(
+                lon=chosen["location"]["lon"], lat=chosen["location"]["lat"], crs=CRS.cgcs2000
+            )
+            part.address = part.address or chosen["name"]
         body = await reports.intake(
             session,
-            store,
+            photo_store(request),
             user,
             part.source,
             part.to_input(part.client_id),
             reports.Caller(part.caller.name, part.caller.phone),
-            photos,
+            files,
             grids,
         )
     except BaseException:
-        discard(photos)
+        form.discard()
         raise
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/reports/{body['id']}"})
 
