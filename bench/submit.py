@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -104,7 +105,34 @@ def _unique(body: bytes) -> bytes:
     return fresh.replace(CLIENT_ID, str(uuid.uuid4()).encode())
 
 
-async def _load(url: str, n: int, concurrency: int, files: list, headers: dict[str, str]) -> float:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine() -> tuple[float, float]:
+    """(idle, total) CPU seconds of the whole machine so far."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (ticks[3] + ticks[4]) / _TICK, sum(ticks[:8]) / _TICK
+
+
+@dataclass
+class Run:
+    """One variant's load: throughput, and where the machine's CPU went per request."""
+
+    per_s: float
+    server_ms: float  # the uvicorn process, every thread
+    client_ms: float  # this process, the load generator
+    idle: float  # share of the machine's CPU time left unused
+
+
+async def _load(
+    url: str, n: int, concurrency: int, files: list, headers: dict[str, str], server_pid: int
+) -> Run:
     """Requests per second; the multipart body is encoded once, so the client stays cheap."""
     template = httpx.Request("POST", url, files=files)
     body = template.read()
@@ -125,9 +153,17 @@ async def _load(url: str, n: int, concurrency: int, files: list, headers: dict[s
             for i in queue:
                 await one(i)
 
+        server_cpu, client_cpu, (idle, total) = _cpu_s(server_pid), time.process_time(), _machine()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return n / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        idle_after, total_after = _machine()
+        return Run(
+            n / elapsed,
+            (_cpu_s(server_pid) - server_cpu) * 1000 / n,
+            (time.process_time() - client_cpu) * 1000 / n,
+            (idle_after - idle) / max(total_after - total, 1e-9),
+        )
 
 
 async def main() -> None:
@@ -153,7 +189,7 @@ async def main() -> None:
     report = json.dumps({**part, "client_id": CLIENT_ID.decode()}, ensure_ascii=False)
     report_files = [("report", (None, report, "application/json")), ("photos", ("p.jpg", jpeg, "image/jpeg"))]
 
-    figures: dict[str, list[float]] = {"bare": [], "naive": [], "ours": []}
+    runs: dict[str, list[Run]] = {"bare": [], "naive": [], "ours": []}
     with tempfile.TemporaryDirectory() as folder:
         bare_proc, bare_base = _serve(
             "bench.bare_app:app", {"BENCH_DSN": dsn(url), "BENCH_DIR": str(Path(folder) / "bare")}
@@ -170,27 +206,40 @@ async def main() -> None:
             auth = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
             # The variants alternate, so that a machine slowing down or speeding up (shared
             # virtual CPUs do) touches all three alike; the median round of each is reported.
+            variants = {
+                "bare": (f"{bare_base}/bare", bare_files, {}, bare_proc.pid),
+                "naive": (f"{bare_base}/naive", bare_files, {}, bare_proc.pid),
+                "ours": (f"{ours_base}/api/v1/reports", report_files, auth, ours_proc.pid),
+            }
             for round_ in range(1, args.r + 1):
-                figures["bare"].append(await _load(f"{bare_base}/bare", args.n, args.c, bare_files, {}))
-                figures["naive"].append(await _load(f"{bare_base}/naive", args.n, args.c, bare_files, {}))
-                figures["ours"].append(
-                    await _load(f"{ours_base}/api/v1/reports", args.n, args.c, report_files, auth)
-                )
+                for key, (target, files, headers, pid) in variants.items():
+                    runs[key].append(await _load(target, args.n, args.c, files, headers, pid))
                 print(
-                    f"  round {round_}: (a) {figures['bare'][-1]:,.0f}  (b) {figures['naive'][-1]:,.0f}  "
-                    f"CityGrid {figures['ours'][-1]:,.0f} req/s"
+                    f"  round {round_}: (a) {runs['bare'][-1].per_s:,.0f}  (b) {runs['naive'][-1].per_s:,.0f}  "
+                    f"CityGrid {runs['ours'][-1].per_s:,.0f} req/s"
                 )
         finally:
             for proc in (bare_proc, ours_proc):
                 proc.terminate()
                 proc.wait()
-    bare, naive, ours = (statistics.median(figures[k]) for k in ("bare", "naive", "ours"))
-    print("  medians of the rounds:")
-    print(f"  (a) bare: receive, write, insert one row                  {bare:>8,.0f} req/s")
-    print(f"  (b) bare + naive Pillow open, EXIF, 256 px thumbnail      {naive:>8,.0f} req/s")
-    print(f"  CityGrid POST /api/v1/reports (full contract)             {ours:>8,.0f} req/s")
-    ratio("CityGrid / (b) naive image work", ours, naive, 1.5)
-    ratio("CityGrid / (a) bare upload", ours, bare, 0.4)
+
+    def median(key: str, field: str) -> float:
+        return statistics.median(getattr(run, field) for run in runs[key])
+
+    print("  medians of the rounds (CPU in ms a request: the server process, the load generator;")
+    print("  idle: the machine's CPU left unused):")
+    for key, label in (
+        ("bare", "(a) bare: receive, write, insert one row"),
+        ("naive", "(b) bare + naive Pillow open, EXIF, 256 px thumbnail"),
+        ("ours", "CityGrid POST /api/v1/reports (full contract)"),
+    ):
+        print(
+            f"  {label:<54} {median(key, 'per_s'):>6,.0f} req/s   server {median(key, 'server_ms'):.2f}"
+            f"  client {median(key, 'client_ms'):.2f}  idle {median(key, 'idle'):.0%}"
+        )
+    ours = median("ours", "per_s")
+    ratio("CityGrid / (b) naive image work", ours, median("naive", "per_s"), 1.5)
+    ratio("CityGrid / (a) bare upload", ours, median("bare", "per_s"), 0.4)
 
 
 if __name__ == "__main__":
