@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.photo_store import PhotoStore, StagedFile
-from geo.crs import distance_m
+from geo.crs import spherical_distance_m
 from geo.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from geo.images import ImageInfo, ImageRejected, inspect_image
 
@@ -92,7 +92,11 @@ def photo_flags(
     flags = []
     for photo in photos:
         tag = photo.info.geotag
-        if tag.lon is not None and tag.lat is not None and distance_m(tag.lon, tag.lat, lon, lat) > FAR_M:
+        if (
+            tag.lon is not None
+            and tag.lat is not None
+            and spherical_distance_m(tag.lon, tag.lat, lon, lat) > FAR_M
+        ):
             flags.append("photo_far_from_location")
         taken = photo.taken_at()
         if taken is not None and observed_at is not None and observed_at - taken > OLD:

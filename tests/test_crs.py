@@ -39,6 +39,7 @@ from geo.crs import (
     gcj02_to_wgs84,
     in_china,
     project,
+    spherical_distance_m,
     to_cgcs2000,
     unproject,
     wgs84_to_bd09,
@@ -429,14 +430,23 @@ def test_invalid_coordinates(lon, lat, words):
 
 def test_one_point_takes_the_same_answer_as_arrays():
     """Plain numbers skip numpy (the per-request path); the answers must not differ."""
-    lon, lat = np.array([109.99, 110.02, -73.5]), np.array([27.55, 27.57, 40.7])
-    one = [distance_m(float(a), float(b), 110.0, 27.55) for a, b in zip(lon, lat, strict=True)]
-    assert type(one[0]) is float
-    np.testing.assert_allclose(one, distance_m(lon, lat, 110.0, 27.55), rtol=1e-12)
-    assert distance_m(110, 27, 110, 27) == 0.0
     assert to_cgcs2000(110, 27.5, "wgs84") == (110.0, 27.5)
     assert to_cgcs2000(180.0, -90.0, "wgs84") == (180.0, -90.0)  # the bounds are allowed
     assert to_cgcs2000(np.float64(110.0), 27.5, "wgs84") == (110.0, 27.5)
+
+
+def test_spherical_distance_is_within_half_a_percent_of_the_geodesic():
+    rng = np.random.default_rng(4)
+    lon, lat = rng.uniform(108.5, 111.5, 300), rng.uniform(25.5, 29.5, 300)
+    dlon, dlat = rng.uniform(-0.01, 0.01, 300), rng.uniform(-0.01, 0.01, 300)
+    exact = distance_m(lon, lat, lon + dlon, lat + dlat)
+    sphere = [
+        spherical_distance_m(*map(float, p)) for p in zip(lon, lat, lon + dlon, lat + dlat, strict=True)
+    ]
+    np.testing.assert_allclose(sphere, exact, rtol=0.005)
+    assert spherical_distance_m(110.0, 27.55, 110.0, 27.55) == 0.0
+    # The photo flag's threshold: 200 m east of a point is not mistaken for 199 m or 201 m.
+    assert 199.0 < spherical_distance_m(110.0, 27.55, 110.0 + 200 / 98_700, 27.55) < 201.5
 
 
 def test_boundary_values_are_valid():
