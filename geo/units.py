@@ -27,9 +27,7 @@ def _unit(row: Any) -> dict[str, Any]:
 
 async def list_units(session: AsyncSession, kind: str | None = None) -> list[dict[str, Any]]:
     rows = await session.execute(
-        text(
-            f"{_SELECT} WHERE u.active AND (CAST(:k AS text) IS NULL OR u.kind = :k) ORDER BY u.code"
-        ),
+        text(f"{_SELECT} WHERE u.active AND (CAST(:k AS text) IS NULL OR u.kind = :k) ORDER BY u.code"),
         {"k": kind},
     )
     return [_unit(r) for r in rows]

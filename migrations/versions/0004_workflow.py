@@ -5,7 +5,6 @@ Revises: 0003
 Create Date: 2026-11-27
 """
 
-
 from migrations.script import run
 
 revision = "0004"
