@@ -1,7 +1,8 @@
 """The outbox to responsible units: what a unit is told, written in the transaction of the event.
 
-A dispatch (派遣), a rework (返工), an escalation (督办) and an approaching deadline (黄灯) each
-become one ``outbox`` row for the unit concerned, inserted by the same transaction that changes
+A dispatch (派遣), a rework (返工), an escalation (督办), an approaching deadline (黄灯) and a
+case a child unit handed back to its dispatch center (二级回退) each become one ``outbox`` row
+for the unit concerned, inserted by the same transaction that changes
 the case, so a message exists exactly when its change was committed. Units with a webhook get
 the row ``pending`` and ``cases.delivery.Sender`` posts it; units without one get it
 ``feed_only`` and read it from their feed. Every row carries an idempotency key (one per
@@ -29,7 +30,7 @@ from cases.accounts import Principal
 from cases.workflow import EVENT_HOOKS
 from geo.errors import Conflict, InvalidInput, NotFound
 
-KINDS: Final = ("dispatch", "rework", "escalation", "yellow")
+KINDS: Final = ("dispatch", "rework", "escalation", "yellow", "returned")
 STATUSES: Final = ("pending", "delivered", "failed", "feed_only")
 CHANNEL: Final = "citygrid_outbox"  # NOTIFY channel: the sender wakes when a pending row commits
 FEED_ROLES: Final = ("operator", "supervisor", "admin")  # who reads any unit's feed
@@ -55,6 +56,10 @@ def kind_for(action: str, to_status: str | None) -> str | None:
         return "rework"
     if action == "escalate":
         return "escalation"
+    if action == "return" and to_status == "dispatched":
+        # 二级回退: the case is back with the dispatch center that handed it down, which must
+        # dispatch it again; a return to the command center (to ``returned``) is the console's.
+        return "returned"
     return None
 
 

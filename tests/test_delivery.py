@@ -296,6 +296,7 @@ async def test_message_only_with_its_event(env: Env) -> None:
     assert outbox.kind_for("check_result", "checked") is None
     assert outbox.kind_for("escalate", "filed") == "escalation"
     assert outbox.kind_for("return", "returned") is None
+    assert outbox.kind_for("return", "dispatched") == "returned"
 
 
 async def test_dispatch_rework_and_escalation_reach_the_unit(env: Env) -> None:
@@ -345,6 +346,22 @@ async def test_subdispatch_tells_the_child_unit(env: Env) -> None:
     assert message.payload["case"]["unit"]["code"] == "hw-hc"
     assert [m.kind for m in await env.messages("hw-hc")] == ["dispatch"]
     assert [m.kind for m in await env.messages("cgj-hc")] == ["dispatch"]  # its own, earlier
+
+
+async def test_a_child_units_return_tells_the_dispatch_center(env: Env) -> None:
+    number = await dispatch_to(env, "cgj-hc")
+    r = await post(env.client, env.login, "unit-cgj-hc", f"/cases/{number}/subdispatch", {"unit": "hw-hc"})
+    assert r.status_code == 200, r.text
+    r = await post(
+        env.client, env.login, "unit-hw-hc", f"/cases/{number}/return", {"reason": "not_our_responsibility"}
+    )
+    assert r.status_code == 200, r.text
+    message = await queued(env, number, "return")
+    assert message.kind == "returned" and message.payload["event"]["action"] == "return"
+    assert message.payload["case"]["unit"]["code"] == "cgj-hc"
+    assert message.payload["case"]["status"] == "dispatched"
+    assert [m.kind for m in await env.messages("cgj-hc")] == ["dispatch", "returned"]
+    assert [m.kind for m in await env.messages("hw-hc")] == ["dispatch"]
 
 
 async def _all_delivered(env: Env, unit: str, n: int) -> bool:

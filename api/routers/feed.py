@@ -17,7 +17,8 @@ Status = Literal["pending", "delivered", "failed", "feed_only"]
 
 @router.get(
     "/{code}/feed",
-    summary="A unit's messages (dispatch, rework, escalation, yellow light) with their delivery state",
+    summary="A unit's messages (dispatch, rework, escalation, yellow light, returned by a child unit) "
+    "with their delivery state",
     dependencies=[require("unit", "operator", "supervisor", "admin")],
 )
 async def feed(
