@@ -103,9 +103,10 @@ def inspect_image(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> 
     """
     with _open_image(path, max_pixels) as (image, fmt):
         width, height = image.size
-        # A JPEG decoded at 1/8 scale still runs through all of its entropy-coded data, so
-        # truncation and corruption show up at a fraction of the cost of a full decode.
-        _decode(image, fmt, draft=(max(1, width // 8), max(1, height // 8)))
+        # A JPEG decoded at 1/8 scale, luminance only, still runs through all of its
+        # entropy-coded data (every component's), so truncation and corruption show up at a
+        # fraction of the cost of a full decode.
+        _decode(image, fmt, draft=(max(1, width // 8), max(1, height // 8)), mode="L")
         return ImageInfo(
             format=fmt,
             content_type=ACCEPTED_FORMATS[fmt],
@@ -195,11 +196,14 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _decode(image: ImageFile.ImageFile, fmt: str, draft: tuple[int, int] | None = None) -> None:
-    """Decode the pixels (JPEG at reduced scale when ``draft`` is given) or reject the file."""
+def _decode(
+    image: ImageFile.ImageFile, fmt: str, draft: tuple[int, int] | None = None, mode: str = "RGB"
+) -> None:
+    """Decode the pixels (JPEG at reduced scale when ``draft`` is given, in ``mode`` where the
+    decoder can convert: colour JPEGs to "L") or reject the file."""
     try:
         if draft is not None and fmt == "JPEG":
-            image.draft("RGB", draft)
+            image.draft(mode, draft)
         image.load()
     except (*_DECODE_ERRORS, Warning) as exc:  # Warning: see _open_image
         raise ImageRejected("unsupported_media_type", _UNDECODABLE) from exc

@@ -892,3 +892,12 @@ def test_render_public_rejects_non_images(tmp_path: Path) -> None:
     with pytest.raises(ImageRejected) as caught:
         render_public(write(tmp_path / "x.webp", b"RIFF\x00\x00\x00\x00WEBPnope"), tmp_path / "o")
     assert caught.value.code == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_every_colour_model_of_jpeg_passes_the_luminance_check(tmp_path: Path, mode: str) -> None:
+    """The check decodes colour JPEGs to luminance only; grey and CMYK files keep their own."""
+    buffer = io.BytesIO()
+    Image.new(mode, (640, 480)).save(buffer, "JPEG")
+    info = inspect_image(write(tmp_path / "x.jpg", buffer.getvalue()))
+    assert (info.format, info.width, info.height) == ("JPEG", 640, 480)
