@@ -170,7 +170,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=800, help="requests per variant and round")
     parser.add_argument("-c", type=int, default=16, help="concurrency")
-    parser.add_argument("-r", type=int, default=3, help="rounds; the variants alternate within each")
+    parser.add_argument("-r", type=int, default=5, help="rounds; the variants alternate within each")
     args = parser.parse_args()
     _, url = await seeded_database()
     jpeg = photo()
@@ -204,15 +204,19 @@ async def main() -> None:
                     data={"username": "collector01", "password": "citygrid-demo"},
                 )
             auth = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
-            # The variants alternate, so that a machine slowing down or speeding up (shared
-            # virtual CPUs do) touches all three alike; the median round of each is reported.
+            # The variants alternate, their order rotating each round, so that a machine slowing
+            # down or speeding up (shared virtual CPUs do, by tens of percent within minutes)
+            # touches all three alike; the ratios are taken within each round.
             variants = {
                 "bare": (f"{bare_base}/bare", bare_files, {}, bare_proc.pid),
                 "naive": (f"{bare_base}/naive", bare_files, {}, bare_proc.pid),
                 "ours": (f"{ours_base}/api/v1/reports", report_files, auth, ours_proc.pid),
             }
+            keys = list(variants)
             for round_ in range(1, args.r + 1):
-                for key, (target, files, headers, pid) in variants.items():
+                shift = (round_ - 1) % len(keys)
+                for key in keys[shift:] + keys[:shift]:
+                    target, files, headers, pid = variants[key]
                     runs[key].append(await _load(target, args.n, args.c, files, headers, pid))
                 print(
                     f"  round {round_}: (a) {runs['bare'][-1].per_s:,.0f}  (b) {runs['naive'][-1].per_s:,.0f}  "
@@ -237,9 +241,18 @@ async def main() -> None:
             f"  {label:<54} {median(key, 'per_s'):>6,.0f} req/s   server {median(key, 'server_ms'):.2f}"
             f"  client {median(key, 'client_ms'):.2f}  idle {median(key, 'idle'):.0%}"
         )
-    ours = median("ours", "per_s")
-    ratio("CityGrid / (b) naive image work", ours, median("naive", "per_s"), 1.5)
-    ratio("CityGrid / (a) bare upload", ours, median("bare", "per_s"), 0.4)
+    per_round = {
+        key: [o.per_s / b.per_s for o, b in zip(runs["ours"], runs[key], strict=True)]
+        for key in ("naive", "bare")
+    }
+    for key, name in (("naive", "(b)"), ("bare", "(a)")):
+        print(
+            f"  CityGrid / {name} in each round: {', '.join(f'{r:.2f}' for r in per_round[key])}"
+            f"  (ratio of the medians above: {median('ours', 'per_s') / median(key, 'per_s'):.2f})"
+        )
+    print("  the median of the rounds' ratios:")
+    ratio("CityGrid / (b) naive image work", statistics.median(per_round["naive"]), 1.0, 1.5)
+    ratio("CityGrid / (a) bare upload", statistics.median(per_round["bare"]), 1.0, 0.4)
 
 
 if __name__ == "__main__":
