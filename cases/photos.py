@@ -130,12 +130,6 @@ def photo_params(photos: list[CheckedPhoto]) -> dict[str, list[Any]]:
     }
 
 
-async def commit_files(store: PhotoStore, photos: list[CheckedPhoto]) -> None:
-    """Make the files durable (fsync, rename) before the database commit that records them."""
-    if photos:
-        await asyncio.to_thread(lambda: [store.commit(p.staged) for p in photos])
-
-
 async def store_photos(
     session: AsyncSession,
     store: PhotoStore,
@@ -149,7 +143,7 @@ async def store_photos(
     """Make the files durable and record them; the caller commits afterwards."""
     if not photos:
         return []
-    await commit_files(store, photos)
+    await asyncio.to_thread(lambda: [store.commit(p.staged) for p in photos])
     rows = await session.scalars(
         text(
             f"INSERT INTO photos (report_id, task_id, case_id, purpose, {PHOTO_COLUMNS}) "

@@ -47,6 +47,3 @@ class Statement:
 
     async def fetchrow(self, conn: asyncpg.Connection, params: Mapping[str, Any]) -> asyncpg.Record | None:
         return await conn.fetchrow(self.sql, *self.args(params))
-
-    async def fetch(self, conn: asyncpg.Connection, params: Mapping[str, Any]) -> list[asyncpg.Record]:
-        return await conn.fetch(self.sql, *self.args(params))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
-from api.uploads import bounded_body
+from api.uploads import MB, bounded_body
 from cases import rule_quality, rule_sets
 from cases.rules import load_rules
 from geo.errors import InvalidInput, NotFound, UnsupportedMediaType
@@ -21,7 +21,6 @@ router = APIRouter(prefix="/api/v1/dispatch-rules", tags=["dispatch rules"], rou
 READERS = ("operator", "supervisor", "planner", "admin")
 ANALYSTS = ("admin", "planner", "supervisor")
 
-MB = 1024 * 1024
 MAX_BODY_BYTES = 1 * MB  # a city's rule set is ~10 kB; far more is a mistake or abuse
 MAX_SIMULATE_BYTES = 2 * MB  # a rule set as a JSON string, escaped
 DRAIN_CAP_BYTES = 16 * MB
@@ -29,12 +28,6 @@ YAML_TYPES = frozenset(("application/yaml", "application/x-yaml", "text/yaml", "
 JSON_TYPES = frozenset(("application/json",))
 
 Version = Annotated[int, Path(ge=1, le=2_147_483_647, description="rule set version")]
-
-
-async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused with 413 beyond ``limit`` (after draining the rest, up to a cap,
-    so that the client can read the answer)."""
-    return await bounded_body(request, limit, DRAIN_CAP_BYTES)
 
 
 def _media_type(request: Request) -> str:
@@ -101,7 +94,7 @@ async def put(
         raise UnsupportedMediaType(
             f"send the rule set as application/yaml or application/json, not {media or 'no content type'}"
         )
-    raw = await _body(request)
+    raw = await bounded_body(request, MAX_BODY_BYTES, DRAIN_CAP_BYTES)
     document = rule_sets.read_document(_json(raw) if media in JSON_TYPES else raw)
     await rule_sets.check(session, document)
     try:
@@ -174,7 +167,9 @@ async def simulate(request: Request, session: DbSession) -> dict[str, Any]:
     """``{"rules": <version> | "<YAML>" | {...}, "from", "to"}``; the body is read here, so that a
     pasted rule set is bounded (413) before it is parsed."""
     try:
-        body = SimulateBody.model_validate_json(await _body(request, MAX_SIMULATE_BYTES))
+        body = SimulateBody.model_validate_json(
+            await bounded_body(request, MAX_SIMULATE_BYTES, DRAIN_CAP_BYTES)
+        )
     except ValidationError as exc:
         errors = [
             {"field": ".".join(str(x) for x in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()

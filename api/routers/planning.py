@@ -13,6 +13,7 @@ from sqlalchemy import text
 from starlette.background import BackgroundTask
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
+from api.uploads import MB
 from geo.errors import InvalidInput, NotFound, PayloadTooLarge
 from grids import balance, beats, files
 
@@ -20,7 +21,6 @@ router = APIRouter(
     prefix="/api/v1", tags=["planning"], dependencies=[require("planner", "admin")], route_class=AuthRoute
 )
 
-MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 200 * MB  # the whole city as GeoPackage is ~10 MB
 # What an upload may hold: one GeoPackage/GeoJSON/zip, or the parts of one Shapefile.
 UPLOAD_SUFFIXES = {".gpkg", ".zip", ".geojson", ".json", ".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix"}

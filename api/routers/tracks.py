@@ -10,14 +10,13 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from api.auth import AuthRoute, CurrentUser, DbSession, require
-from api.uploads import bounded_body
+from api.uploads import MB, bounded_body
 from geo.crs import CRS
 from geo.errors import InvalidInput, PayloadTooLarge
 from grids import tracks
 
 router = APIRouter(prefix="/api/v1/tracks", tags=["tracks"], route_class=AuthRoute)
 
-MB = 1024 * 1024
 # 10,000 points of ~150 bytes fit with room for verbose clients; beyond that the body is refused
 # unparsed, and drained up to a cap so that the client can read the 413.
 MAX_BODY_BYTES = 8 * MB
@@ -40,11 +39,6 @@ class TrackBatch(BaseModel):
 
     def to_points(self) -> list[tracks.TrackPoint]:
         return [tracks.TrackPoint(p.t, p.lon, p.lat, p.crs.value, p.accuracy_m) for p in self.points]
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 beyond ``MAX_BODY_BYTES`` (after draining the rest)."""
-    return await bounded_body(request, MAX_BODY_BYTES, DRAIN_CAP_BYTES)
 
 
 def _parse(raw: bytes) -> TrackBatch:
@@ -78,7 +72,7 @@ def _parse(raw: bytes) -> TrackBatch:
     dependencies=[require("collector")],
 )
 async def post_track(request: Request, user: CurrentUser, session: DbSession) -> dict[str, int]:
-    batch = _parse(await _body(request))
+    batch = _parse(await bounded_body(request, MAX_BODY_BYTES, DRAIN_CAP_BYTES))
     accepted, duplicates = await tracks.record(session, user.id, batch.to_points())
     await session.commit()
     return {"accepted": accepted, "duplicates": duplicates}
