@@ -78,11 +78,18 @@ async def _principal(request: Request, session: AsyncSession, token: str | None)
         return cached
     if not token:
         raise Unauthenticated("send Authorization: Bearer <token>")
-    principal = await principal_for_token(session, token)
+    principal = await principal_for_token(session, token, request.app.state.tokens)
     if principal is None:
         raise Unauthenticated("the token is unknown, expired or revoked")
     request.scope[_PRINCIPAL_KEY] = principal
     return principal
+
+
+def forget_principal(request: Request, user_id: int) -> None:
+    """After committing a change to a user's tokens or account: this process's copy of the
+    user's principal is dropped at once (other processes drop theirs on the notification)."""
+    if request.app.state.tokens is not None:
+        request.app.state.tokens.forget(user_id)
 
 
 async def access_token(

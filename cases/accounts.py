@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from geo.errors import Conflict, InvalidCredentials, InvalidInput, NotFound, TooManyAttempts
 from geo.pg import Statement, raw_connection
+
+if TYPE_CHECKING:
+    from cases.token_cache import TokenCache
 
 # The roles of the CHECK on users.roles (lifecycle.md, Roles).
 ROLES: Final = ("collector", "operator", "supervisor", "unit", "planner", "admin")
@@ -163,18 +166,30 @@ async def issue_token(session: AsyncSession, user_id: int, ttl_s: int) -> str:
 
 
 _BY_TOKEN = Statement(
-    f"SELECT {_PRINCIPAL_COLUMNS} FROM {_PRINCIPAL_FROM} JOIN auth_tokens t ON t.user_id = u.id "
+    f"SELECT {_PRINCIPAL_COLUMNS}, t.expires_at FROM {_PRINCIPAL_FROM} JOIN auth_tokens t ON t.user_id = u.id "
     "WHERE t.token_hash = :h AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT u.disabled"
 )
 
 
-async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
+async def principal_for_token(
+    session: AsyncSession, token: str, cache: TokenCache | None = None
+) -> Principal | None:
     """The enabled user holding ``token`` if it is neither expired nor revoked.
 
-    Every signed-in request asks this, so it runs on the driver connection (``geo.pg``).
+    Every signed-in request asks this: from ``cache`` when it knows the token, else on the
+    driver connection (``geo.pg``).
     """
-    row = await _BY_TOKEN.fetchrow(await raw_connection(session), {"h": _token_hash(token)})
-    return _principal(SimpleNamespace(**row)) if row else None
+    key = _token_hash(token)
+    if cache is not None and (known := cache.get(key)) is not None:
+        return known
+    generation = cache.generation if cache is not None else 0
+    row = await _BY_TOKEN.fetchrow(await raw_connection(session), {"h": key})
+    if row is None:
+        return None
+    principal = _principal(SimpleNamespace(**row))
+    if cache is not None:
+        cache.put(key, principal, row["expires_at"], generation)
+    return principal
 
 
 async def revoke_token(session: AsyncSession, token: str) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from geo.pg import Listener, Statement, raw_connection
+
+CHANNEL = "citygrid_catalogue"  # NOTIFY on any change to matter_classes (migration 0006)
 
 
 async def list_matter_classes(session: AsyncSession, kind: str | None = None) -> list[dict[str, Any]]:
@@ -38,3 +43,58 @@ async def list_matter_classes(session: AsyncSession, kind: str | None = None) ->
         }
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class MatterClass:
+    """What a report's checks need of its matter class."""
+
+    code: str
+    kind: str
+    component_class: str | None
+
+
+_ACTIVE = "SELECT code::text AS code, kind, component_class FROM matter_classes WHERE active"
+_ONE = Statement(f"{_ACTIVE} AND code = :c")
+_ALL = Statement(_ACTIVE)
+
+
+class MatterCatalogue:
+    """The active matter classes in memory, for the submission path.
+
+    Dropped on every change (NOTIFY) and reloaded on next use; while the listener is down each
+    lookup asks the database. A load that overlapped a change is used once, not kept.
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self._classes: dict[str, MatterClass] | None = None
+        self._generation = 0
+        listener.on(CHANNEL, lambda _: self._drop())
+        listener.on_reset(self._drop)
+
+    def _drop(self) -> None:
+        self._classes = None
+        self._generation += 1
+
+    async def get(self, session: AsyncSession, code: str) -> MatterClass | None:
+        if not self.listener.live:
+            return await matter_class(session, code)
+        classes = self._classes
+        if classes is None:
+            generation = self._generation
+            rows = await _ALL.fetch(await raw_connection(session), {})
+            classes = {r["code"]: MatterClass(*r) for r in rows}
+            if generation == self._generation:
+                self._classes = classes
+        return classes.get(code)
+
+
+async def matter_class(
+    session: AsyncSession, code: str, catalogue: MatterCatalogue | None = None
+) -> MatterClass | None:
+    """The active matter class ``code``, from ``catalogue`` when there is one."""
+    if catalogue is not None:
+        return await catalogue.get(session, code)
+    row = await _ONE.fetchrow(await raw_connection(session), {"c": code})
+    return MatterClass(*row) if row else None

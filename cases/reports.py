@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cases.accounts import Principal
+from cases.catalogue import MatterCatalogue, MatterClass, matter_class
 from cases.photo_store import PhotoStore, StagedFile
 from cases.photos import (
     PHOTO_COLUMNS,
@@ -70,46 +71,25 @@ class ReportInput:
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-_MATTER = Statement("""
-SELECT m.code, m.kind, m.component_class,
-       EXISTS (SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :u) AS in_beat
-FROM matter_classes m WHERE m.code = :c AND m.active
-""")
-
-
-@dataclass(frozen=True)
-class Matter:
-    """The reported matter class, with what the flags need."""
-
-    code: str
-    kind: str
-    component_class: str | None
-    in_beat: bool  # the grid is in the reporting collector's beat
-
-
 async def _matter(
-    session: AsyncSession,
-    category: str,
-    kind: str,
-    grid: str | None = None,
-    user_id: int | None = None,
-) -> Matter:
-    """The matter class (422 when unknown or of the other kind), with its flags' facts."""
-    row = await _MATTER.fetchrow(await raw_connection(session), {"c": category, "grid": grid, "u": user_id})
-    if row is None:
+    session: AsyncSession, category: str, kind: str, catalogue: MatterCatalogue | None
+) -> MatterClass:
+    """The matter class (422 when unknown or of the other kind)."""
+    matter = await matter_class(session, category, catalogue)
+    if matter is None:
         raise InvalidInput(
             f"unknown category {category}", errors=[{"field": "category", "message": "unknown"}]
         )
-    if row["kind"] != kind:
+    if matter.kind != kind:
         raise InvalidInput(
-            f"category {category} is of kind {row['kind']}, not {kind}",
-            errors=[{"field": "kind", "message": f"category {category} is a {row['kind']}"}],
+            f"category {category} is of kind {matter.kind}, not {kind}",
+            errors=[{"field": "kind", "message": f"category {category} is a {matter.kind}"}],
         )
-    return Matter(**row)
+    return matter
 
 
 async def _component(
-    session: AsyncSession, matter: Matter, data: ReportInput, where: Location
+    session: AsyncSession, matter: MatterClass, data: ReportInput, where: Location
 ) -> tuple[str | None, list[str]]:
     """The reported or snapped component and the flag ``component_mismatch`` when it does not fit."""
     if matter.kind != "component" or matter.component_class is None:
@@ -145,7 +125,11 @@ VALUES (:source, :client_id, :collector_id, :created_by, :hash, :kind, :category
         SELECT coalesce(array_agg(DISTINCT f COLLATE "C" ORDER BY f COLLATE "C"), '{}')
         FROM unnest(CAST(:flags AS text[]) || CASE WHEN EXISTS (
             SELECT 1 FROM photos p WHERE p.sha256 = ANY(CAST(:ph_sha AS bpchar[])) AND p.report_id IS NOT NULL
-        ) THEN '{photo_reused}'::text[] ELSE '{}'::text[] END) f),
+        ) THEN '{photo_reused}'::text[] ELSE '{}'::text[] END
+        -- outside_beat: a collector's report from a grid that is not in their beat
+        || CASE WHEN CAST(:collector_id AS integer) IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM beats b WHERE b.grid_code = :grid AND b.collector_id = :collector_id
+        ) THEN '{outside_beat}'::text[] ELSE '{}'::text[] END) f),
     coalesce(:observed_at, now()), ST_SetSRID(ST_MakePoint(:lon, :lat), 4490))
 ON CONFLICT (collector_id, client_id) DO NOTHING
 RETURNING id, received_at, updated_at, observed_at, flags
@@ -269,6 +253,7 @@ async def submit(
     data: ReportInput,
     files: list[tuple[str, StagedFile]],
     index: GridIndex | None = None,
+    catalogue: MatterCatalogue | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Take a collector's report with its uploaded photos; (the report as stored, created).
 
@@ -277,7 +262,7 @@ async def submit(
     """
     assert data.client_id
     where = await locate(session, data.lon, data.lat, data.crs, index)  # 422 beyond 50 m
-    matter = await _matter(session, data.category, data.kind, where.grid, collector.id)
+    matter = await _matter(session, data.category, data.kind, catalogue)
     component_code, flags = await _component(session, matter, data, where)
     photos = await check_photos(files, 1, store=store)
     content_hash = data.content_hash([p.sha256 for p in photos])
@@ -285,10 +270,8 @@ async def submit(
         flags.append("snapped_to_grid")
     if data.accuracy_m is not None and data.accuracy_m > INACCURATE_M:
         flags.append("location_inaccurate")
-    if not matter.in_beat:
-        flags.append("outside_beat")
     flags += photo_flags(photos, where.lon, where.lat, data.observed_at)
-    flags = sorted(set(flags))  # photo_reused is added by the insert
+    flags = sorted(set(flags))  # photo_reused and outside_beat are added by the insert
     # The place text is written on first read or at filing (``place_of``), not here: the
     # submission path stays lean for the collectors' 201.
     row = _row(
@@ -337,6 +320,7 @@ async def intake(
     caller: Caller,
     files: list[tuple[str, StagedFile]],
     index: GridIndex | None = None,
+    catalogue: MatterCatalogue | None = None,
 ) -> dict[str, Any]:
     """A report from the hotline, the public or an inspection, typed in by an operator.
 
@@ -344,7 +328,7 @@ async def intake(
     """
     if source not in SOURCES or source == "collector":
         raise InvalidInput(f"unknown source {source}", errors=[{"field": "source", "message": "unknown"}])
-    matter = await _matter(session, data.category, data.kind)
+    matter = await _matter(session, data.category, data.kind, catalogue)
     flags: list[str] = []
     try:
         where: Location | None = await locate(session, data.lon, data.lat, data.crs, index)

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from api import admin_db, cluster
-from api.app import create_app
+from api.app import create_app, start_caches
 from api.db import Database
 from api.settings import PROJECT_ROOT, Settings, get_settings
 from geo.grid_index import GridIndexKeeper
@@ -89,10 +89,12 @@ async def grid_index(db_url: str) -> AsyncIterator[GridIndexKeeper]:
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, db: Database, grid_index: GridIndexKeeper) -> FastAPI:
+async def app(settings: Settings, db: Database, grid_index: GridIndexKeeper) -> AsyncIterator[FastAPI]:
     app = make_app(settings, db)
     app.state.grid_index = grid_index
-    return app
+    listener = await start_caches(app, admin_db.dsn(db.url))  # as the lifespan does
+    yield app
+    await listener.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from fastapi import APIRouter, FastAPI, File, UploadFile
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from api.admin_db import dsn
+from api.app import start_caches
 from api.auth import AuthRoute, CurrentUser, require
 from api.db import Database
 from api.routers import admin, components
@@ -62,12 +64,15 @@ async def own_db(clone_db: CloneDb) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="module")
-async def own_app(settings: Settings, own_db: Database) -> FastAPI:
+async def own_app(settings: Settings, own_db: Database) -> AsyncIterator[FastAPI]:
     app = make_app(settings, own_db)
     if "/api/v1/admin/users" not in _paths(app):  # until api/app.py registers it
         app.include_router(admin.router)
     app.include_router(probe)
-    return app
+    # With the principals' copy, as served: every revocation below must reach it.
+    app.state.listener = await start_caches(app, dsn(own_db.url))
+    yield app
+    await app.state.listener.stop()
 
 
 Connect = Callable[..., Any]
@@ -100,12 +105,13 @@ Sql = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture(scope="module")
-def sql(own_db: Database) -> Sql:
+def sql(own_db: Database, own_app: FastAPI) -> Sql:
     async def run(statement: str, **params: Any) -> Any:
         async with own_db.sessions() as session:
             result = await session.execute(text(statement), params)
             await session.commit()
-            return result
+        await own_app.state.listener.sync()  # as another process would see it, once notified
+        return result
 
     return run
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
-from api.auth import AccessToken, AuthRoute, CurrentUser, DbSession
+from api.auth import AccessToken, AuthRoute, CurrentUser, DbSession, forget_principal
 from api.errors import problem
 from cases.accounts import authenticate, issue_token, revoke_token
 from geo.errors import TooManyAttempts
@@ -43,10 +43,13 @@ async def token(
 
 
 @router.post("/auth/logout", status_code=204, summary="Sign out: revoke the caller's token")
-async def logout(_: CurrentUser, session: DbSession, access_token: AccessToken) -> Response:
+async def logout(
+    request: Request, user: CurrentUser, session: DbSession, access_token: AccessToken
+) -> Response:
     if access_token:  # always set once CurrentUser has admitted the caller
         await revoke_token(session, access_token)
         await session.commit()
+        forget_principal(request, user.id)
     return Response(status_code=204)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.auth import AuthRoute, CurrentUser, DbSession, require
+from api.auth import AuthRoute, CurrentUser, DbSession, forget_principal, require
 from cases import accounts
 
 router = APIRouter(
@@ -102,7 +102,7 @@ async def get_user(user: ExistingUser) -> dict[str, Any]:
 
 @router.patch("/users/{username}", summary="Change name, roles, unit; disable or enable")
 async def update_user(
-    admin: CurrentUser, _: ExistingUser, username: str, body: UserPatch, session: DbSession
+    request: Request, admin: CurrentUser, _: ExistingUser, username: str, body: UserPatch, session: DbSession
 ) -> dict[str, Any]:
     sent = body.model_fields_set
     changes = accounts.UserChanges(
@@ -113,13 +113,17 @@ async def update_user(
     )
     user = await accounts.update_user(session, username, changes, actor_id=admin.id)
     await session.commit()
+    forget_principal(request, user["id"])
     return user
 
 
 @router.post(
     "/users/{username}/password", status_code=204, summary="Reset a password (revokes the user's tokens)"
 )
-async def reset_password(_: ExistingUser, username: str, body: PasswordIn, session: DbSession) -> Response:
+async def reset_password(
+    request: Request, user: ExistingUser, username: str, body: PasswordIn, session: DbSession
+) -> Response:
     await accounts.reset_password(session, username, body.password)
     await session.commit()
+    forget_principal(request, user["id"])
     return Response(status_code=204)

@@ -144,7 +144,13 @@ async def submit(request: Request, user: CurrentUser, session: DbSession, grids:
     part, form, files = await form_with_files(request, ReportPart, "report", minimum=1)
     try:
         body, created = await reports.submit(
-            session, photo_store(request), user, part.to_input(part.client_id), files, grids
+            session,
+            photo_store(request),
+            user,
+            part.to_input(part.client_id),
+            files,
+            grids,
+            request.app.state.catalogue,
         )
     except BaseException:
         form.discard()
@@ -185,6 +191,7 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
             reports.Caller(part.caller.name, part.caller.phone),
             files,
             grids,
+            request.app.state.catalogue,
         )
     except BaseException:
         form.discard()
