@@ -159,10 +159,20 @@ class PhotoStore:
         if target.exists():  # same bytes stored before: keep the first copy
             staged.discard()
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged.save_as(target)
+        try:
+            staged.save_as(target)
+        except FileNotFoundError:  # the first object under its prefix (no mkdir call otherwise)
+            self._make_folders(target.parent)
+            staged.save_as(target)
         _fsync_dir(target.parent)
         return target
+
+    def _make_folders(self, folder: Path) -> None:
+        """``objects/ab/cd``, with the new entries themselves made durable."""
+        for level in (folder.parent, folder):
+            if not level.is_dir():
+                level.mkdir(exist_ok=True)
+                _fsync_dir(level.parent)
 
     def exists(self, sha256: str) -> bool:
         return self.path_of(sha256).exists()
