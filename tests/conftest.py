@@ -74,6 +74,14 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+@pytest.fixture(scope="module")
+async def own_db(clone_db: CloneDb) -> AsyncIterator[Database]:
+    """A database of the test module's own, for tests that change rows others rely on."""
+    database = Database(await clone_db())
+    yield database
+    await database.dispose()
+
+
 def make_app(settings: Settings, database: Database) -> FastAPI:
     app = create_app(settings)
     app.state.db = database  # the ASGI transport runs no lifespan

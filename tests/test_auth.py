@@ -26,7 +26,7 @@ from api.db import Database
 from api.routers import admin, components
 from api.settings import Settings
 from cases.accounts import principal_for_token
-from tests.conftest import PASSWORD, CloneDb, make_app
+from tests.conftest import PASSWORD, make_app
 
 BASE = "http://citygrid.test"
 NEW_PASSWORD = "a-long-new-passphrase"
@@ -54,13 +54,6 @@ def _paths(app: FastAPI) -> set[str]:
     paths = set(app.openapi()["paths"])
     app.openapi_schema = None
     return paths
-
-
-@pytest.fixture(scope="module")
-async def own_db(clone_db: CloneDb) -> AsyncIterator[Database]:
-    database = Database(await clone_db())
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture(scope="module")

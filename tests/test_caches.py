@@ -23,18 +23,11 @@ from api.db import Database
 from api.settings import Settings
 from cases.accounts import Principal
 from geo.pg import APPLICATION_NAME, Listener
-from tests.conftest import PASSWORD, CloneDb, make_app
+from tests.conftest import PASSWORD, make_app
 from tests.images import jpeg
 from tests.test_reports import files, report_part
 
 BASE = "http://citygrid.test"
-
-
-@pytest.fixture(scope="module")
-async def own_db(clone_db: CloneDb) -> AsyncIterator[Database]:
-    database = Database(await clone_db())
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture(scope="module")
