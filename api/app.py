@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import errors
 from api.admin_db import dsn
+from api.copies import Copies
 from api.db import Database
 from api.routers import (
     accounts,
@@ -34,13 +35,9 @@ from api.routers import (
     workflow,
 )
 from api.settings import Settings, get_settings
-from cases.catalogue import MatterCatalogue
 from cases.delivery import Sender
 from cases.photo_store import PhotoStore
 from cases.photos import sweep_orphans
-from cases.token_cache import TokenCache
-from geo.grid_index import GridIndexKeeper
-from geo.pg import Listener
 
 log = logging.getLogger("citygrid")
 
@@ -61,16 +58,6 @@ async def _sweep_photos(app: FastAPI) -> None:
         await asyncio.sleep(SWEEP_EVERY_S)
 
 
-async def start_caches(app: FastAPI, dsn: str) -> Listener:
-    """In-memory copies of tokens' principals and of the matter catalogue, dropped on NOTIFY;
-    the caller stops the listener."""
-    listener = Listener(dsn)
-    app.state.tokens = TokenCache(listener)
-    app.state.catalogue = MatterCatalogue(listener)
-    await listener.start()
-    return listener
-
-
 def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -78,9 +65,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or settings.url_for()
         app.state.db = Database(url)
-        app.state.grid_index = GridIndexKeeper(dsn(url))
-        await app.state.grid_index.start()
-        listener = await start_caches(app, dsn(url))
+        copies = await Copies.start(dsn(url))
+        copies.attach(app)
         # Delivery to units: claims due outbox messages and posts them; state lives in the database.
         app.state.sender = Sender(app.state.db.sessions, dsn=dsn(url))
         await app.state.sender.start()
@@ -90,8 +76,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         finally:
             sweeper.cancel()
             await app.state.sender.stop()
-            await listener.stop()
-            await app.state.grid_index.stop()
+            await copies.stop()
             await app.state.db.dispose()
 
     app = FastAPI(

@@ -18,9 +18,9 @@ import shapely
 from sqlalchemy import text
 
 from api.admin_db import dsn
+from api.copies import Copies
 from api.db import Database
 from bench.common import rate, ratio, seeded_database
-from geo.grid_index import GridIndexKeeper
 from geo.locator import locate, locate_table
 
 RAW_SQL = """
@@ -59,15 +59,14 @@ async def single(url: str, n: int) -> None:
             n,
             lambda i: locate(session, float(xs[i]), float(ys[i]), "cgcs2000"),
         )
-        keeper = GridIndexKeeper(dsn(url))
-        await keeper.start()
-        index = keeper.current()
+        copies = await Copies.start(dsn(url))
+        index = copies.grid_index.current()
         ours = await rate(
             "geo.locator.locate with the in-process grid index",
             n,
             lambda i: locate(session, float(xs[i]), float(ys[i]), "cgcs2000", index),
         )
-        await keeper.stop()
+        await copies.stop()
         wkb = (await session.execute(text("SELECT ST_AsBinary(geom) FROM unit_grids"))).scalars().all()
     await db.dispose()
 

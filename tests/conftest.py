@@ -17,7 +17,8 @@ import pytest
 from fastapi import FastAPI
 
 from api import admin_db, cluster
-from api.app import create_app, start_caches
+from api.app import create_app
+from api.copies import Copies
 from api.db import Database
 from api.settings import PROJECT_ROOT, Settings, get_settings
 from geo.grid_index import GridIndexKeeper
@@ -89,20 +90,23 @@ def make_app(settings: Settings, database: Database) -> FastAPI:
 
 
 @pytest.fixture(scope="session")
-async def grid_index(db_url: str) -> AsyncIterator[GridIndexKeeper]:
-    keeper = GridIndexKeeper(admin_db.dsn(db_url), recheck_s=1.0)
-    await keeper.start()
-    yield keeper
-    await keeper.stop()
+async def copies(db_url: str) -> AsyncIterator[Copies]:
+    """The in-memory copies of the session's database, as the lifespan starts them."""
+    copies = await Copies.start(admin_db.dsn(db_url))
+    yield copies
+    await copies.stop()
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings, db: Database, grid_index: GridIndexKeeper) -> AsyncIterator[FastAPI]:
+def grid_index(copies: Copies) -> GridIndexKeeper:
+    return copies.grid_index
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, db: Database, copies: Copies) -> FastAPI:
     app = make_app(settings, db)
-    app.state.grid_index = grid_index
-    listener = await start_caches(app, admin_db.dsn(db.url))  # as the lifespan does
-    yield app
-    await listener.stop()
+    copies.attach(app)
+    return app
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.admin_db import dsn
-from api.app import start_caches
 from api.auth import AuthRoute, CurrentUser, require
+from api.copies import Copies
 from api.db import Database
 from api.routers import admin, components
 from api.settings import Settings
@@ -63,9 +63,10 @@ async def own_app(settings: Settings, own_db: Database) -> AsyncIterator[FastAPI
         app.include_router(admin.router)
     app.include_router(probe)
     # With the principals' copy, as served: every revocation below must reach it.
-    app.state.listener = await start_caches(app, dsn(own_db.url))
+    app.state.copies = await Copies.start(dsn(own_db.url))
+    app.state.copies.attach(app)
     yield app
-    await app.state.listener.stop()
+    await app.state.copies.stop()
 
 
 Connect = Callable[..., Any]
@@ -103,7 +104,7 @@ def sql(own_db: Database, own_app: FastAPI) -> Sql:
         async with own_db.sessions() as session:
             result = await session.execute(text(statement), params)
             await session.commit()
-        await own_app.state.listener.sync()  # as another process would see it, once notified
+        await own_app.state.copies.listener.sync()  # as another process would see it, once notified
         return result
 
     return run

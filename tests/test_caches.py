@@ -1,4 +1,4 @@
-"""The in-process copies of tokens' principals and of the matter catalogue (NOTIFY-driven).
+"""The in-process copies of tokens' principals, the matter catalogue and the grid index (NOTIFY).
 
 Changes are made with SQL on connections of their own, as another process would make them;
 ``Listener.sync`` waits for the notifications of what was committed before it.
@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.admin_db import dsn
-from api.app import start_caches
+from api.copies import Copies
 from api.db import Database
 from api.settings import Settings
 from cases.accounts import Principal
@@ -33,9 +33,10 @@ BASE = "http://citygrid.test"
 @pytest.fixture(scope="module")
 async def own(settings: Settings, own_db: Database) -> AsyncIterator[tuple[FastAPI, Listener]]:
     app = make_app(settings, own_db)
-    listener = await start_caches(app, dsn(own_db.url))
-    yield app, listener
-    await listener.stop()
+    copies = await Copies.start(dsn(own_db.url))
+    copies.attach(app)
+    yield app, copies.listener
+    await copies.stop()
 
 
 @pytest.fixture
@@ -166,6 +167,7 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
         await asyncio.sleep(0.02)
     assert not listener.live
     assert app.state.tokens.get(key) is None
+    assert app.state.grid_index.current() is None  # the locator asks the database meanwhile
     # Changes made meanwhile are not missed: the database answers while the copy is off.
     await sql(own_db, "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = $1", key)
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
@@ -178,6 +180,11 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
     headers, key = await bearer(client, "operator10")
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
     assert app.state.tokens.get(key) is not None
+    for _ in range(300):  # reloaded: changes may have been missed while down
+        if app.state.grid_index.current() is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert app.state.grid_index.current() is not None
 
 
 async def asyncpg_point(own_db: Database) -> tuple[float, float]:

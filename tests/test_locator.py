@@ -194,11 +194,11 @@ async def test_index_follows_changes_to_the_grids(clone_db) -> None:
     import asyncio
 
     from api.admin_db import dsn
-    from geo.grid_index import GridIndexKeeper
+    from api.copies import Copies
 
     url = await clone_db()
-    keeper = GridIndexKeeper(dsn(url), recheck_s=60)
-    await keeper.start()
+    copies = await Copies.start(dsn(url))
+    keeper = copies.grid_index
     db = Database(url, pool_size=1)
     try:
         async with db.sessions() as session:
@@ -224,7 +224,7 @@ async def test_index_follows_changes_to_the_grids(clone_db) -> None:
         assert current.lookup(row.x, row.y) is None or current.lookup(row.x, row.y).code != row.code.strip()
     finally:
         await db.dispose()
-        await keeper.stop()
+        await copies.stop()
 
 
 def test_index_handles_holes_multipolygons_and_edges() -> None:
