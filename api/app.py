@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.copies = None
     app.state.grid_index = None
     app.state.tokens = None
     app.state.catalogue = None

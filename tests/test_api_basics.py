@@ -16,6 +16,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     assert body["status"] == "ok"
     assert body["postgis"].startswith("3.")
     assert body["migration"] == "0001" or body["migration"] > "0001"
+    assert body["in_memory_copies"] == "live"  # grid index, token principals, catalogue
 
 
 async def test_healthz_503_when_database_is_down(app: FastAPI, settings) -> None:

@@ -168,6 +168,8 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
     assert not listener.live
     assert app.state.tokens.get(key) is None
     assert app.state.grid_index.current() is None  # the locator asks the database meanwhile
+    r = await client.get("/healthz")
+    assert r.status_code == 200 and r.json()["in_memory_copies"] == "down"
     # Changes made meanwhile are not missed: the database answers while the copy is off.
     await sql(own_db, "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = $1", key)
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 401

@@ -20,4 +20,9 @@ async def healthz(request: Request) -> JSONResponse:
             migration = await session.scalar(text("SELECT version_num FROM alembic_version"))
     except (OSError, OperationalError, DBAPIError) as exc:
         return problem(503, "database_unavailable", "Database unavailable", str(exc).splitlines()[0])
-    return JSONResponse({"status": "ok", "postgis": postgis, "migration": migration})
+    # Without its LISTEN connection the service still answers, from the database alone (slower).
+    copies = request.app.state.copies
+    in_memory = None if copies is None else ("live" if copies.listener.live else "down")
+    return JSONResponse(
+        {"status": "ok", "postgis": postgis, "migration": migration, "in_memory_copies": in_memory}
+    )
