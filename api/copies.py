@@ -31,7 +31,11 @@ class Copies:
             listener, GridIndexKeeper(dsn, listener), TokenCache(listener), MatterCatalogue(listener)
         )
         await listener.start()
-        await copies.grid_index.start()  # loaded before the first request
+        try:
+            await copies.grid_index.start()  # loaded before the first request
+        except BaseException:
+            await listener.stop()
+            raise
         return copies
 
     async def stop(self) -> None:
