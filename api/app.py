@@ -87,9 +87,6 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     app.state.settings = settings
     app.state.copies = None
-    app.state.grid_index = None
-    app.state.tokens = None
-    app.state.catalogue = None
     app.state.sender = None
     app.state.photo_store = PhotoStore(settings.photo_dir)
     errors.install(app)

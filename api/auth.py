@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -36,6 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cases.accounts import ROLES, Principal, principal_for_token
 from geo.errors import Forbidden, Unauthenticated
 from geo.grid_index import GridIndex
+
+if TYPE_CHECKING:
+    from api.copies import Copies
 
 _bearer = HTTPBearer(auto_error=False, description="The access token of POST /api/v1/auth/token")
 
@@ -61,10 +64,14 @@ async def get_session(request: Request) -> AsyncSession:
 DbSession = Annotated[AsyncSession, Depends(get_session)]
 
 
+def copies(request: Request) -> Copies | None:
+    """The app's in-memory copies; None where no lifespan started them (the database answers)."""
+    return request.app.state.copies
+
+
 async def get_grid_index(request: Request) -> GridIndex | None:
     """The in-memory grid index, or None (not started, or reloading): callers then ask the database."""
-    keeper = getattr(request.app.state, "grid_index", None)
-    return keeper.current() if keeper is not None else None
+    return kept.grid_index.current() if (kept := copies(request)) else None
 
 
 Grids = Annotated[GridIndex | None, Depends(get_grid_index)]
@@ -76,7 +83,7 @@ async def _principal(request: Request, session: AsyncSession, token: str | None)
         return cached
     if not token:
         raise Unauthenticated("send Authorization: Bearer <token>")
-    principal = await principal_for_token(session, token, request.app.state.tokens)
+    principal = await principal_for_token(session, token, kept.tokens if (kept := copies(request)) else None)
     if principal is None:
         raise Unauthenticated("the token is unknown, expired or revoked")
     request.scope[_PRINCIPAL_KEY] = principal
@@ -86,8 +93,8 @@ async def _principal(request: Request, session: AsyncSession, token: str | None)
 def forget_principal(request: Request, user_id: int) -> None:
     """After committing a change to a user's tokens or account: this process's copy of the
     user's principal is dropped at once (other processes drop theirs on the notification)."""
-    if request.app.state.tokens is not None:
-        request.app.state.tokens.forget(user_id)
+    if kept := copies(request):
+        kept.tokens.forget(user_id)
 
 
 async def access_token(
@@ -137,31 +144,22 @@ class _Requirement:
     role_sets: tuple[tuple[str, ...], ...]  # every set must be met (each is any-of)
 
 
-def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
+def _calls(dependant: Dependant) -> list[Callable[..., Any]]:
     """Every dependency in a route's tree."""
-    calls, stack = set(), list(dependant.dependencies)
+    calls, stack = [], list(dependant.dependencies)
     while stack:
         sub = stack.pop()
         if sub.call is not None:
-            calls.add(sub.call)
+            calls.append(sub.call)
         stack.extend(sub.dependencies)
     return calls
 
 
-def _requirement(dependant: Dependant) -> _Requirement | None:
-    calls: set[Callable[..., Any]] = set()
-    role_sets: list[tuple[str, ...]] = []
-    stack = list(dependant.dependencies)
-    while stack:
-        sub = stack.pop()
-        if sub.call is current_user:
-            calls.add(current_user)
-        roles = getattr(sub.call, _ROLES_ATTR, None)
-        if roles is not None and sub.call is not None:
-            calls.add(sub.call)
-            role_sets.append(roles)
-        stack.extend(sub.dependencies)
-    return _Requirement(frozenset(calls), tuple(role_sets)) if calls else None
+def _requirement(calls: list[Callable[..., Any]]) -> _Requirement | None:
+    """What the early check stands in for: ``current_user`` and the ``require(...)`` checks."""
+    checks = [c for c in calls if c is current_user or getattr(c, _ROLES_ATTR, None) is not None]
+    role_sets = tuple(getattr(c, _ROLES_ATTR) for c in checks if c is not current_user)
+    return _Requirement(frozenset(checks), role_sets) if checks else None
 
 
 async def _admit(request: Request, session: AsyncSession, requirement: _Requirement) -> None:
@@ -177,8 +175,9 @@ class AuthRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        requirement = _requirement(self.dependant)
-        if requirement is None and get_session not in _calls(self.dependant):
+        calls = _calls(self.dependant)
+        requirement = _requirement(calls)
+        if requirement is None and get_session not in calls:
             return handler
 
         async def authenticated_first(request: Request) -> Response:

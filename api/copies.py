@@ -43,7 +43,4 @@ class Copies:
         await self.listener.stop()
 
     def attach(self, app: FastAPI) -> None:
-        app.state.copies = self
-        app.state.grid_index = self.grid_index
-        app.state.tokens = self.tokens
-        app.state.catalogue = self.catalogue
+        app.state.copies = self  # read through api.auth.copies(request)

@@ -197,18 +197,16 @@ async def bounded_body(request: Request, limit: int, drain_cap: int) -> bytes:
     the rest, up to ``drain_cap``, so that the client can read the answer."""
     declared = request.headers.get("content-length", "")
     chunks, seen = [], 0
-    refused = declared.isdigit() and int(declared) > limit
-    async for chunk in request.stream():
-        seen += len(chunk)
-        refused = refused or seen > limit
-        if refused:
-            if seen > drain_cap:
+    if not (declared.isdigit() and int(declared) > limit):
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
                 break
-            continue
-        chunks.append(chunk)
-    if refused:
-        raise PayloadTooLarge(f"the request body is larger than {limit // MB} MB")
-    return b"".join(chunks)
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+    await _drain(request, seen, drain_cap)
+    raise PayloadTooLarge(f"the request body is larger than {limit // MB} MB")
 
 
 @asynccontextmanager

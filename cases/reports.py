@@ -142,7 +142,7 @@ _INSERT_ALL = Statement(
     f"WITH r AS ({_INSERT}), "
     "e AS (INSERT INTO case_events (report_id, actor_id, role, action, to_status, payload) "
     "      SELECT id, :actor, :role, 'report', 'received', "
-    "             jsonb_set(CAST(:payload AS jsonb), '{flags}', to_jsonb(r.flags)) FROM r), "
+    "             CAST(:payload AS jsonb) || jsonb_build_object('flags', r.flags) FROM r), "
     f"p AS (INSERT INTO photos (report_id, purpose, {PHOTO_COLUMNS}) "
     f"      SELECT r.id, 'report', sha, ct, size, w, h, exif, taken, geom FROM r, ({PHOTO_ROWS}) u "
     "      ORDER BY n RETURNING id, sha256, purpose) "
@@ -184,7 +184,8 @@ async def _insert(
     row: dict[str, Any],
     photos: list[CheckedPhoto],
 ) -> Any:
-    """Insert the report, its first event and its photos (their files already durable).
+    """Insert the report, its first event (``payload`` plus the final flags) and its photos
+    (their files already durable).
 
     None when (collector, client_id) exists. One statement: it joins the session's transaction
     when one is open (the caller's commit ends it) and is atomic on its own when none is, as
@@ -290,7 +291,7 @@ async def submit(
         caller_phone=None,
         flags=flags,
     )
-    inserted = await _insert(session, collector, "collector", {"flags": flags}, row, photos)
+    inserted = await _insert(session, collector, "collector", {}, row, photos)
     if inserted is None:
         # The same (collector, client_id) exists: the unique index made this INSERT wait for a
         # racing first submission to commit; now compare contents.
@@ -360,9 +361,7 @@ async def intake(
         caller_phone=caller.phone,
         flags=flags,
     )
-    inserted = await _insert(
-        session, operator, _role(operator), {"source": source, "flags": flags}, row, photos
-    )
+    inserted = await _insert(session, operator, _role(operator), {"source": source}, row, photos)
     await session.commit()
     return _shape(_stored(inserted, row, where), operator)
 

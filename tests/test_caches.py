@@ -67,14 +67,14 @@ async def test_a_token_is_looked_up_once_and_revocation_elsewhere_ends_it(
 ) -> None:
     app, listener = own
     headers, key = await bearer(client, "operator07")
-    assert app.state.tokens.get(key) is None
+    assert app.state.copies.tokens.get(key) is None
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
-    cached = app.state.tokens.get(key)
+    cached = app.state.copies.tokens.get(key)
     assert isinstance(cached, Principal) and cached.username == "operator07"
 
     await sql(own_db, "UPDATE auth_tokens SET revoked_at = now() WHERE token_hash = $1", key)
     await listener.sync()
-    assert app.state.tokens.get(key) is None
+    assert app.state.copies.tokens.get(key) is None
     r = await client.get("/api/v1/me", headers=headers)
     assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
 
@@ -90,8 +90,8 @@ async def test_disabling_or_changing_a_user_elsewhere_reaches_the_copy(
 
     await sql(own_db, "UPDATE users SET roles = '{planner}' WHERE username = 'operator08'")
     await listener.sync()
-    assert app.state.tokens.get(key) is None  # that user's entries only
-    assert app.state.tokens.get(other_key) is not None
+    assert app.state.copies.tokens.get(key) is None  # that user's entries only
+    assert app.state.copies.tokens.get(other_key) is not None
     r = await client.get("/api/v1/me", headers=headers)
     assert r.status_code == 200 and r.json()["roles"] == ["planner"]
 
@@ -104,7 +104,7 @@ async def test_disabling_or_changing_a_user_elsewhere_reaches_the_copy(
 async def test_expiry_is_kept_by_the_copy(client: httpx.AsyncClient, own: tuple[FastAPI, Listener]) -> None:
     app, _ = own
     principal = Principal(1, "x", "x", frozenset({"operator"}), None)
-    cache = app.state.tokens
+    cache = app.state.copies.tokens
     cache.put(b"soon", principal, datetime.now(UTC) + timedelta(milliseconds=50), cache.generation)
     assert cache.get(b"soon") == principal
     await asyncio.sleep(0.1)
@@ -112,7 +112,7 @@ async def test_expiry_is_kept_by_the_copy(client: httpx.AsyncClient, own: tuple[
 
 
 async def test_a_lookup_that_overlapped_an_eviction_is_not_kept(own: tuple[FastAPI, Listener]) -> None:
-    cache = own[0].state.tokens
+    cache = own[0].state.copies.tokens
     principal = Principal(2, "y", "y", frozenset({"operator"}), None)
     later = datetime.now(UTC) + timedelta(hours=1)
     generation = cache.generation  # the lookup starts …
@@ -150,7 +150,7 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
     app, listener = own
     headers, key = await bearer(client, "operator10")
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
-    assert app.state.tokens.get(key) is not None
+    assert app.state.copies.tokens.get(key) is not None
 
     conn = await asyncpg.connect(dsn(own_db.url))
     try:
@@ -166,8 +166,8 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
             break
         await asyncio.sleep(0.02)
     assert not listener.live
-    assert app.state.tokens.get(key) is None
-    assert app.state.grid_index.current() is None  # the locator asks the database meanwhile
+    assert app.state.copies.tokens.get(key) is None
+    assert app.state.copies.grid_index.current() is None  # the locator asks the database meanwhile
     r = await client.get("/healthz")
     assert r.status_code == 200 and r.json()["in_memory_copies"] == "down"
     # Changes made meanwhile are not missed: the database answers while the copy is off.
@@ -181,12 +181,12 @@ async def test_while_the_listener_is_down_nothing_is_trusted(
     assert listener.live
     headers, key = await bearer(client, "operator10")
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
-    assert app.state.tokens.get(key) is not None
+    assert app.state.copies.tokens.get(key) is not None
     for _ in range(300):  # reloaded: changes may have been missed while down
-        if app.state.grid_index.current() is not None:
+        if app.state.copies.grid_index.current() is not None:
             break
         await asyncio.sleep(0.02)
-    assert app.state.grid_index.current() is not None
+    assert app.state.copies.grid_index.current() is not None
 
 
 async def asyncpg_point(own_db: Database) -> tuple[float, float]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from api.copies import Copies
 from api.db import Database
 from api.routers import tasks as tasks_router
 from cases import tasks
@@ -24,10 +25,10 @@ CST = timezone(timedelta(hours=8))
 
 
 @pytest.fixture(scope="module")
-async def tclient(settings, db: Database, grid_index) -> AsyncIterator[httpx.AsyncClient]:
+async def tclient(settings, db: Database, copies: Copies) -> AsyncIterator[httpx.AsyncClient]:
     """The application with the tasks router (until api/app.py includes it)."""
     app = make_app(settings, db)
-    app.state.grid_index = grid_index
+    copies.attach(app)
     if not any(getattr(r, "path", "").startswith("/api/v1/tasks") for r in app.routes):
         app.include_router(tasks_router.router)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.10", 50000))

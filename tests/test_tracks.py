@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from api.copies import Copies
 from api.db import Database
 from api.routers import tracks as tracks_router
 from geo import crs
@@ -24,10 +25,10 @@ CST = timezone(timedelta(hours=8))
 
 
 @pytest.fixture(scope="module")
-async def tclient(settings, db: Database, grid_index) -> AsyncIterator[httpx.AsyncClient]:
+async def tclient(settings, db: Database, copies: Copies) -> AsyncIterator[httpx.AsyncClient]:
     """The application with the tracks router (until api/app.py includes it)."""
     app = make_app(settings, db)
-    app.state.grid_index = grid_index
+    copies.attach(app)
     if not any(getattr(r, "path", "") == "/api/v1/tracks" for r in app.routes):
         app.include_router(tracks_router.router)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.11", 50000))
@@ -207,6 +208,19 @@ async def test_limits_and_bad_points_store_nothing(
     r = await tclient.post("/api/v1/tracks", content=huge, headers={**me, "content-type": "application/json"})
     assert r.status_code == 413
     assert await stored(db, "collector01", later, later + timedelta(hours=1)) == []
+
+
+async def test_a_body_without_length_is_bounded_while_read(tclient: httpx.AsyncClient, login: Login) -> None:
+    me = await login("collector01")
+
+    async def chunked() -> Any:  # no Content-Length: the limit must hold while reading
+        for _ in range(10):
+            yield b"x" * (1024 * 1024)
+
+    r = await tclient.post(
+        "/api/v1/tracks", content=chunked(), headers={**me, "content-type": "application/json"}
+    )
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
 
 async def test_reading_back_and_who_may(

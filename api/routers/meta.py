@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from api.auth import copies
 from api.errors import problem
 
 router = APIRouter(tags=["meta"])
@@ -21,8 +22,8 @@ async def healthz(request: Request) -> JSONResponse:
     except (OSError, OperationalError, DBAPIError) as exc:
         return problem(503, "database_unavailable", "Database unavailable", str(exc).splitlines()[0])
     # Without its LISTEN connection the service still answers, from the database alone (slower).
-    copies = request.app.state.copies
-    in_memory = None if copies is None else ("live" if copies.listener.live else "down")
+    kept = copies(request)
+    in_memory = None if kept is None else ("live" if kept.listener.live else "down")
     return JSONResponse(
         {"status": "ok", "postgis": postgis, "migration": migration, "in_memory_copies": in_memory}
     )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from api.auth import AuthRoute, CurrentUser, DbSession, Grids, require
+from api.auth import AuthRoute, CurrentUser, DbSession, Grids, copies, require
 from api.uploads import Form, read_form
 from cases import reports
 from cases.photo_store import PhotoStore, StagedFile
@@ -150,7 +150,7 @@ async def submit(request: Request, user: CurrentUser, session: DbSession, grids:
             part.to_input(part.client_id),
             files,
             grids,
-            request.app.state.catalogue,
+            kept.catalogue if (kept := copies(request)) else None,
         )
     except BaseException:
         form.discard()
@@ -191,7 +191,7 @@ async def intake(request: Request, user: CurrentUser, session: DbSession, grids:
             reports.Caller(part.caller.name, part.caller.phone),
             files,
             grids,
-            request.app.state.catalogue,
+            kept.catalogue if (kept := copies(request)) else None,
         )
     except BaseException:
         form.discard()
