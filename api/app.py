@@ -65,10 +65,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or settings.url_for()
         app.state.db = Database(url)
-        copies = await Copies.start(dsn(url))
-        copies.attach(app)
+        copies = Copies(dsn(url))
         # Delivery to units: claims due outbox messages and posts them; state lives in the database.
-        app.state.sender = Sender(app.state.db.sessions, dsn=dsn(url))
+        app.state.sender = Sender(app.state.db.sessions, listener=copies.listener)
+        await copies.start()
+        copies.attach(app)
         await app.state.sender.start()
         sweeper = asyncio.create_task(_sweep_photos(app), name="photo-sweeper")
         try:

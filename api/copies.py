@@ -2,12 +2,10 @@
 
 The unit grids (the locator's index), the principals of tokens in use and the matter catalogue:
 each is dropped or reloaded when its table changes (NOTIFY from triggers) and is not trusted
-while the connection is down.
+while the connection is down. The outbox sender is woken through the same connection.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -17,26 +15,24 @@ from geo.grid_index import GridIndexKeeper
 from geo.pg import Listener
 
 
-@dataclass(frozen=True)
 class Copies:
-    listener: Listener
-    grid_index: GridIndexKeeper
-    tokens: TokenCache
-    catalogue: MatterCatalogue
+    """Built before ``start``, so that other users of the process's LISTEN connection (the
+    outbox sender) can subscribe to ``listener`` first."""
 
-    @classmethod
-    async def start(cls, dsn: str) -> Copies:
-        listener = Listener(dsn)
-        copies = cls(
-            listener, GridIndexKeeper(dsn, listener), TokenCache(listener), MatterCatalogue(listener)
-        )
-        await listener.start()
+    def __init__(self, dsn: str) -> None:
+        self.listener = Listener(dsn)
+        self.grid_index = GridIndexKeeper(dsn, self.listener)
+        self.tokens = TokenCache(self.listener)
+        self.catalogue = MatterCatalogue(self.listener)
+
+    async def start(self) -> Copies:
+        await self.listener.start()
         try:
-            await copies.grid_index.start()  # loaded before the first request
+            await self.grid_index.start()  # loaded before the first request
         except BaseException:
-            await listener.stop()
+            await self.listener.stop()
             raise
-        return copies
+        return self
 
     async def stop(self) -> None:
         await self.grid_index.stop()

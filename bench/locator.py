@@ -59,7 +59,7 @@ async def single(url: str, n: int) -> None:
             n,
             lambda i: locate(session, float(xs[i]), float(ys[i]), "cgcs2000"),
         )
-        copies = await Copies.start(dsn(url))
+        copies = await Copies(dsn(url)).start()
         index = copies.grid_index.current()
         ours = await rate(
             "geo.locator.locate with the in-process grid index",

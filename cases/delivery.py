@@ -37,13 +37,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cases.outbox import CHANNEL, canonical_body, enqueue_yellow
+from geo.pg import Listener
 
 log = logging.getLogger("citygrid.delivery")
 
@@ -65,7 +65,6 @@ class DeliveryConfig(BaseSettings):
     max_attempts: int = 12
     yellow_every_s: float = 30.0
     stop_grace_s: float = 5.0  # on stop, how long requests in flight may still finish
-    listener_retry_s: float = 10.0
 
 
 def backoff(attempts: int, config: DeliveryConfig) -> float:
@@ -145,12 +144,12 @@ class Sender:
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
-        dsn: str | None = None,
+        listener: Listener | None = None,
         config: DeliveryConfig | None = None,
     ) -> None:
-        """``dsn`` (libpq form) lets the sender LISTEN for new messages; without it, it polls."""
+        """``listener``, the process's LISTEN connection (subscribed here, before it starts),
+        wakes the sender when a message commits; without it, or while it is down, it polls."""
         self.sessions = sessions
-        self.dsn = dsn
         self.config = config or DeliveryConfig()
         if self.config.lease_s <= self.config.timeout_s:
             raise ValueError("lease_s must exceed timeout_s, or a slow request would be sent twice at once")
@@ -158,10 +157,11 @@ class Sender:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._listener: asyncpg.Connection | None = None
-        self._listener_tried = float("-inf")
         self._yellow_due = float("-inf")
         self._stopping = False
+        if listener is not None:
+            listener.on(CHANNEL, lambda _: self.wake())
+            listener.on_reset(self.wake)  # messages may have come while nobody listened
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -200,7 +200,6 @@ class Sender:
                     await session.commit()
             except Exception:  # the leases run out by themselves
                 log.warning("could not release claimed messages %s on stop", left, exc_info=True)
-        await self._close_listener()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -215,7 +214,6 @@ class Sender:
         while not self._stopping:
             delay = self.config.poll_s
             try:
-                await self._ensure_listener()
                 await self._yellow()
                 free = self.config.concurrency - len(self._inflight)
                 if free > 0:
@@ -254,32 +252,6 @@ class Sender:
             await session.commit()
         if queued:
             log.info("queued %d yellow-light messages", queued)
-
-    # --- LISTEN -------------------------------------------------------------------------
-
-    async def _ensure_listener(self) -> None:
-        if self.dsn is None or (self._listener is not None and not self._listener.is_closed()):
-            return
-        if time.monotonic() - self._listener_tried < self.config.listener_retry_s:
-            return
-        self._listener_tried = time.monotonic()
-        try:
-            self._listener = await asyncpg.connect(self.dsn)
-            await self._listener.add_listener(CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError) as error:
-            log.warning("outbox sender cannot LISTEN (%s); polling every %.1f s", error, self.config.poll_s)
-            await self._close_listener()
-            return
-        self.wake()  # messages may have come while nobody listened
-
-    def _notified(self, *_: object) -> None:
-        self.wake()
-
-    async def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and not listener.is_closed():
-            with contextlib.suppress(Exception):
-                await listener.close()
 
     # --- one message --------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ def make_app(settings: Settings, database: Database) -> FastAPI:
 @pytest.fixture(scope="session")
 async def copies(db_url: str) -> AsyncIterator[Copies]:
     """The in-memory copies of the session's database, as the lifespan starts them."""
-    copies = await Copies.start(admin_db.dsn(db_url))
+    copies = await Copies(admin_db.dsn(db_url)).start()
     yield copies
     await copies.stop()
 

@@ -63,7 +63,7 @@ async def own_app(settings: Settings, own_db: Database) -> AsyncIterator[FastAPI
         app.include_router(admin.router)
     app.include_router(probe)
     # With the principals' copy, as served: every revocation below must reach it.
-    app.state.copies = await Copies.start(dsn(own_db.url))
+    app.state.copies = await Copies(dsn(own_db.url)).start()
     app.state.copies.attach(app)
     yield app
     await app.state.copies.stop()

@@ -33,7 +33,7 @@ BASE = "http://citygrid.test"
 @pytest.fixture(scope="module")
 async def own(settings: Settings, own_db: Database) -> AsyncIterator[tuple[FastAPI, Listener]]:
     app = make_app(settings, own_db)
-    copies = await Copies.start(dsn(own_db.url))
+    copies = await Copies(dsn(own_db.url)).start()
     copies.attach(app)
     yield app, copies.listener
     await copies.stop()

@@ -27,6 +27,7 @@ from cases import outbox
 from cases.delivery import DeliveryConfig, Sender, backoff
 from cases.workflow import EVENT_HOOKS
 from geo.errors import Conflict
+from geo.pg import Listener
 from tests.conftest import PASSWORD, CloneDb, make_app
 from tests.test_workflow import filed, handle, post, result, task_of
 
@@ -113,7 +114,6 @@ def fast(**overrides: Any) -> DeliveryConfig:
         "backoff_cap_s": 1.0,
         "yellow_every_s": 3600.0,
         "stop_grace_s": 0.5,
-        "listener_retry_s": 1.0,
     }
     return DeliveryConfig(**{**values, **overrides})
 
@@ -137,6 +137,7 @@ class Env:
     spot: dict[str, Any]
     tokens: dict[str, str] = field(default_factory=dict)
     senders: list[Sender] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
 
     async def login(self, username: str) -> dict[str, str]:
         if username not in self.tokens:
@@ -149,9 +150,12 @@ class Env:
 
     async def sender(self, config: DeliveryConfig | None = None) -> Sender:
         """A started sender, as the service's lifespan would start it."""
-        sender = Sender(self.db.sessions, dsn=admin_db.dsn(self.url), config=config or fast())
+        listener = Listener(admin_db.dsn(self.url))
+        sender = Sender(self.db.sessions, listener=listener, config=config or fast())
+        await listener.start()
         await sender.start()
         self.senders.append(sender)
+        self.listeners.append(listener)
         return sender
 
     async def rows(self, sql: str, **params: Any) -> list[Any]:
@@ -198,6 +202,8 @@ async def env(settings: Settings, clone_db: CloneDb) -> AsyncIterator[Env]:
         finally:
             for sender in e.senders:
                 await sender.stop()
+            for listener in e.listeners:
+                await listener.stop()
     await db.dispose()
 
 
@@ -393,6 +399,16 @@ async def test_action_rolled_back_after_the_hook_leaves_no_message(env: Env) -> 
 
 
 # --- delivery ---------------------------------------------------------------------------------
+
+
+async def test_a_new_message_wakes_the_sender(env: Env) -> None:
+    receiver = await Receiver().start()
+    await set_webhook(env, "water", receiver.url)
+    await env.sender(fast(poll_s=60.0))
+    await asyncio.sleep(0.5)  # its first round found nothing: it sleeps until polled or told
+    await dispatch_to(env, "water")
+    await until(lambda: _all_delivered(env, "water", 1), within=10.0, what="delivery on NOTIFY")
+    await receiver.stop()
 
 
 async def test_delivered_signed_with_key(env: Env) -> None:

@@ -197,7 +197,7 @@ async def test_index_follows_changes_to_the_grids(clone_db) -> None:
     from api.copies import Copies
 
     url = await clone_db()
-    copies = await Copies.start(dsn(url))
+    copies = await Copies(dsn(url)).start()
     keeper = copies.grid_index
     db = Database(url, pool_size=1)
     try:
